@@ -1,0 +1,200 @@
+"""Fast feature extraction (the chapter's method 1) and its on-disk cache.
+
+The conv base runs once over a split; its outputs are streamed into a memory-mapped .npy file
+under the workspace, keyed by everything that changes them (the files with size and mtime,
+backbone, weights, input size, preprocessing). A second request with the same key opens the
+file without building a model; any change is a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import config
+from .backbones import build_base, get_backbone, preprocess_mode, weights_id
+from .datasets import Manifest
+from .device import configure
+from .errors import DatasetError
+from .inputs import image_dataset
+from .layers import Preprocess
+from .storage import write_json_atomic
+
+FORMAT = 1
+
+
+class Stopped(Exception):
+    """Raised inside long loops when the user asked to stop."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What determines the features, apart from the images themselves."""
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    image_size: int | None = None  # None: the backbone's default
+    preprocessing: str = "backbone"  # or "rescale", the chapter's 1/255
+    seed: int = 1337  # sets the random initialisation when weights == "none"
+
+    def resolved(self) -> "FeatureSpec":
+        size = self.image_size or get_backbone(self.backbone).default_size
+        return FeatureSpec(self.backbone, self.weights, size, self.preprocessing, self.seed)
+
+    def cache_identity(self) -> dict:
+        spec = self.resolved()
+        identity = asdict(spec)
+        identity["weights"] = weights_id(get_backbone(spec.backbone), spec.weights, spec.image_size)
+        if spec.weights != "none":
+            identity.pop("seed")
+        return identity
+
+
+@dataclass
+class FeatureSet:
+    features: np.ndarray  # (N, h, w, c) float32, memory-mapped
+    labels: np.ndarray  # (N,) int32
+    paths: list[str]
+    key: str
+    folder: Path
+    hit: bool
+    seconds: float
+    images_per_second: float | None  # of the extraction itself; None on a cache hit
+
+    def summary(self) -> dict:
+        return {"key": self.key, "cache": "hit" if self.hit else "miss", "images": len(self.labels),
+                "feature_shape": list(self.features.shape[1:]), "seconds": round(self.seconds, 3),
+                "images_per_second": (round(self.images_per_second, 2)
+                                      if self.images_per_second else None),
+                "folder": str(self.folder)}
+
+
+def file_fingerprints(paths: list[str]) -> list[list]:
+    """(path, size, mtime) per file: changes when a file is replaced or edited."""
+    out = []
+    for path in paths:
+        stat = os.stat(path)
+        out.append([path, stat.st_size, stat.st_mtime_ns])
+    return out
+
+
+class FeatureCache:
+    """Cached conv-base outputs under `workspace/cache/features/<key>/`."""
+
+    def __init__(self, workspace: str | Path):
+        self.root = config.cache_dir(Path(workspace)) / "features"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def key(self, paths: list[str], labels: list[int], spec: FeatureSpec) -> str:
+        blob = json.dumps({"format": FORMAT, "spec": spec.cache_identity(),
+                           "files": file_fingerprints(paths), "labels": list(labels)})
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def load(self, key: str, paths: list[str]) -> FeatureSet | None:
+        folder = self.root / key
+        if not (folder / "meta.json").exists():
+            return None
+        started = time.perf_counter()
+        features = np.load(folder / "features.npy", mmap_mode="r")
+        labels = np.load(folder / "labels.npy")
+        return FeatureSet(features, labels, paths, key, folder, True,
+                          time.perf_counter() - started, None)
+
+    def extract(self, manifest: Manifest, split: str, spec: FeatureSpec, batch_size: int = 32,
+                progress: Callable[[int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> FeatureSet:
+        """Features of one split: from the cache when possible, else computed and stored."""
+        paths, labels = manifest.files(split)
+        if not paths:
+            raise DatasetError(f"The {split} split of {manifest.path or 'this manifest'} is empty.")
+        spec = spec.resolved()
+        key = self.key(paths, labels, spec)
+        cached = self.load(key, paths)
+        if cached is not None:
+            if progress:
+                progress(len(paths), len(paths))
+            return cached
+        return self._compute(key, paths, labels, spec, batch_size, progress, should_stop)
+
+    def _compute(self, key, paths, labels, spec, batch_size, progress, should_stop) -> FeatureSet:
+        started = time.perf_counter()
+        extractor = build_extractor(spec)
+        partial = self.root / f"{key}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            shape = (len(paths), *extractor.output.shape[1:])
+            features = np.lib.format.open_memmap(partial / "features.npy", mode="w+",
+                                                 dtype="float32", shape=shape)
+            images_per_second = run_extractor(extractor, paths, spec.image_size, batch_size,
+                                              features, progress, should_stop)
+            features.flush()
+            del features
+            np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
+            write_json_atomic(partial / "meta.json", {
+                "key": key, "spec": spec.cache_identity(), "images": len(paths),
+                "feature_shape": list(shape[1:]), "created": time.time(),
+                "images_per_second": images_per_second})
+            final = self.root / key
+            if final.exists():  # another process finished the same key first
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                os.replace(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        result = self.load(key, paths)
+        result.hit, result.seconds = False, time.perf_counter() - started
+        result.images_per_second = images_per_second
+        return result
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    def clear(self) -> int:
+        """Delete every cached feature set; returns the bytes freed."""
+        freed = self.size_bytes()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        return freed
+
+
+def build_extractor(spec: FeatureSpec):
+    """uint8 RGB images in, conv-base features out (the base in inference mode)."""
+    configure()
+    spec = spec.resolved()
+    backbone = get_backbone(spec.backbone)
+    if spec.weights == "none":
+        keras.utils.set_random_seed(spec.seed)
+    base = build_base(backbone, spec.weights, spec.image_size)
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
+    x = Preprocess(preprocess_mode(backbone, spec.preprocessing), name="preprocess")(inputs)
+    outputs = keras.layers.Activation("linear", dtype="float32", name="features")(
+        base(x, training=False))
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_extractor")
+
+
+def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
+                  out: np.ndarray, progress=None, should_stop=None) -> float:
+    """Fill `out` with the extractor's outputs for `paths`, in order; returns images/s."""
+    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+    started, done = time.perf_counter(), 0
+    for batch in image_dataset(paths, None, image_size, batch_size):
+        if should_stop and should_stop():
+            raise Stopped()
+        result = forward(batch).numpy()
+        out[done:done + len(result)] = result
+        done += len(result)
+        if progress:
+            progress(done, len(paths))
+    return done / max(time.perf_counter() - started, 1e-9)
