@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,12 @@ def _nearest_mobilenet_size(size: int) -> int:
 
 
 def keras_home() -> Path:
-    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+    """The folder Keras downloads into: $KERAS_HOME or ~/.keras, but /tmp/.keras when that is
+    not writable, because keras.utils.get_file silently switches there."""
+    home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+    if not os.access(home, os.W_OK):
+        return Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
+    return home
 
 
 def weights_id(backbone: Backbone, weights: str, image_size: int) -> str:

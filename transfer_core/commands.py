@@ -116,3 +116,216 @@ class Extract:
                 f"{tuple(result.features.shape[1:])}, cache {summary['cache']}, "
                 f"{result.seconds:.2f} s{rate}\n  {result.folder}")
         return summary, text
+
+
+def _train_arguments(parser):
+    from .backbones import BACKBONES
+    from .runs import STRATEGIES
+
+    defaults = "defaults follow the chapter"
+    parser.add_argument("--data", required=True, help="a manifest made by `split`")
+    parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
+    parser.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    parser.add_argument("--strategy", default="feature_extraction", choices=STRATEGIES)
+    parser.add_argument("--epochs", type=int, default=30, help=f"epochs of the first phase ({defaults})")
+    parser.add_argument("--fine-tune-epochs", type=int, default=100,
+                        help="epochs of the fine-tuning phase (fine_tune only)")
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-5)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
+    parser.add_argument("--fine-tune-from", default=None,
+                        help="first unfrozen layer (default: the backbone's top block)")
+    parser.add_argument("--preprocessing", default="backbone", choices=["backbone", "rescale"])
+    parser.add_argument("--pooling", default="flatten", choices=["flatten", "avg"],
+                        help="how the head reduces the feature map (the chapter flattens)")
+    parser.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_accuracy"],
+                        help="which epoch's model is kept")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                        help="stop after PATIENCE epochs without improvement (off by default)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--run-dir", default=None,
+                        help="the run folder (default: a new folder under the workspace's runs)")
+
+
+def _train_config(args):
+    from .runs import TrainConfig
+
+    return TrainConfig(
+        manifest=str(Path(args.data).resolve()), backbone=args.backbone, weights=args.weights,
+        strategy=args.strategy, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
+        batch_size=args.batch_size, image_size=args.image_size,
+        fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
+        pooling=args.pooling, monitor=args.monitor,
+        early_stopping_patience=args.early_stopping, seed=args.seed)
+
+
+def _fmt(value, percent=False):
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if percent else f"{value:.4f}"
+
+
+def _epoch_line(record) -> str:
+    return (f"[{record['phase_name']}] epoch {record['epoch']} ({record['seconds']:.0f} s): "
+            f"loss {_fmt(record['loss'])}, accuracy {_fmt(record['accuracy'], True)}, "
+            f"val_loss {_fmt(record['val_loss'])}, val_accuracy {_fmt(record['val_accuracy'], True)}")
+
+
+def _follow(run, done_event):
+    """Print each finished epoch (and the extraction stage) on stderr while training runs."""
+    import sys
+
+    shown, last_stage = 0, None
+    while True:
+        finished = done_event.wait(1.0)
+        epochs = run.epochs()
+        for record in epochs[shown:]:
+            print(_epoch_line(record), file=sys.stderr, flush=True)
+        shown = len(epochs)
+        stage = run.status().get("stage")
+        if stage and stage != last_stage:
+            last_stage = stage
+            print(f"{stage}…", file=sys.stderr, flush=True)
+        if finished:
+            return
+
+
+@command("train", "train a classifier on a split with one of the chapter's three strategies")
+class Train:
+    add_arguments = staticmethod(_train_arguments)
+
+    @staticmethod
+    def run(args):
+        import threading
+
+        from .jobs import run_when_free
+        from .runs import Run
+
+        ws = workspace(args)
+        config = _train_config(args)
+        run = Run.create_in(args.run_dir, config) if args.run_dir else Run.create(ws, config)
+        print(f"run: {run.folder}", file=__import__("sys").stderr)
+        done = threading.Event()
+        follower = threading.Thread(target=_follow, args=(run, done), daemon=True)
+        follower.start()
+        try:
+            status = run_when_free(run, ws)
+        except KeyboardInterrupt:
+            run.request_stop()
+            status = run.update_status(state="stopped", pid=None, stage="interrupted")
+        finally:
+            done.set()
+            follower.join()
+        summary = run.summary()
+        result = {**summary, "status": status, "audit": _audit_brief(run.audit())}
+        text = (f"{run.name}: {status.get('state')}"
+                + (f" — {status['error']}" if status.get("error") else "")
+                + f"\n  best val_accuracy {_fmt(summary['best_val_accuracy'], True)}"
+                + f", model: {run.model_path if run.model_path.exists() else 'none'}")
+        result["exit_code"] = 0 if status.get("state") in ("finished", "stopped") else 1
+        return result, text
+
+
+def _audit_brief(audit):
+    if not audit:
+        return None
+    return [{k: v for k, v in phase.items() if k != "frozen_layer_checksums"}
+            for phase in audit["phases"]]
+
+
+@command("worker", "(internal) train an existing run folder when the training slot is free")
+class Worker:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("run", help="the run folder")
+
+    @staticmethod
+    def run(args):
+        from .jobs import run_when_free
+        from .runs import Run
+
+        run = Run(args.run)
+        status = run_when_free(run, workspace(args))
+        return {"status": status}, f"{run.name}: {status.get('state')}"
+
+
+@command("evaluate", "evaluate a run's model on the test split (saved as evaluation.json)")
+class Evaluate:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("run", help="a run's name or folder")
+        parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
+        parser.add_argument("--force", action="store_true", help="recompute even if cached")
+
+    @staticmethod
+    def run(args):
+        from .evaluation import evaluate
+        from .runs import find_run
+
+        run = find_run(workspace(args), args.run)
+        result = evaluate(run, split=args.split, force=args.force,
+                          progress=None if args.json else progress_printer("evaluating"))
+        lines = [f"{run.name} on {result['split']} ({result['images']} images): accuracy "
+                 f"{_fmt(result['accuracy'], True)}, loss {_fmt(result['loss'])}"
+                 + (f", ROC AUC {result['roc_auc']:.4f}" if result.get("roc_auc") else "")]
+        lines += [f"  {c}: precision {_fmt(m['precision'], True)}, recall {_fmt(m['recall'], True)}"
+                  f", F1 {_fmt(m['f1'], True)}" for c, m in result["per_class"].items()]
+        lines.append(f"  confusion matrix (rows: true {result['classes']}): "
+                     f"{result['confusion_matrix']}")
+        return result, "\n".join(lines)
+
+
+@command("predict", "classify image files with a run's model")
+class Predict:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("run", help="a run's name or folder")
+        parser.add_argument("images", nargs="+", help="image files")
+
+    @staticmethod
+    def run(args):
+        from .predict import Predictor
+        from .runs import find_run
+
+        predictor = Predictor(find_run(workspace(args), args.run))
+        results = [{"path": path, **result}
+                   for path, result in zip(args.images, predictor.predict(args.images))]
+        lines = [f"{r['path']}: " + (f"error: {r['error']}" if "error" in r else
+                                     f"{r['label']} ({100 * r['confidence']:.1f}%)")
+                 for r in results]
+        return {"predictions": results}, "\n".join(lines)
+
+
+@command("runs", "list the training runs with their state and best metrics")
+class Runs:
+    @staticmethod
+    def add_arguments(parser):
+        pass
+
+    @staticmethod
+    def run(args):
+        from .runs import list_runs
+
+        rows = [run.summary() for run in list_runs(workspace(args))]
+        lines = [f"{r['name']}: {r['state']}, {r['epochs_done']}/{r['epochs_total']} epochs, "
+                 f"best val_accuracy {_fmt(r['best_val_accuracy'], True)}, "
+                 f"test accuracy {_fmt(r['test_accuracy'], True)}" for r in rows]
+        return {"runs": rows}, "\n".join(lines) or "no runs yet"
+
+
+@command("stop", "ask a running or queued run to stop (it ends within one batch)")
+class Stop:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("run", help="a run's name or folder")
+
+    @staticmethod
+    def run(args):
+        from .jobs import stop
+        from .runs import find_run
+
+        run = find_run(workspace(args), args.run)
+        stop(run)
+        return {"run": run.name, "stop_requested": True}, f"asked {run.name} to stop"

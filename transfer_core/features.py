@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from . import config
 from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
-from .errors import DatasetError
+from .errors import DatasetError, ImageError
 from .inputs import image_dataset
 from .layers import Preprocess
 from .storage import write_json_atomic
@@ -83,7 +84,11 @@ def file_fingerprints(paths: list[str]) -> list[list]:
     """(path, size, mtime) per file: changes when a file is replaced or edited."""
     out = []
     for path in paths:
-        stat = os.stat(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise DatasetError(f"{path} is in the manifest but no longer exists; scan and "
+                               "split the folder again.") from None
         out.append([path, stat.st_size, stat.st_mtime_ns])
     return out
 
@@ -189,12 +194,20 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
     """Fill `out` with the extractor's outputs for `paths`, in order; returns images/s."""
     forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
     started, done = time.perf_counter(), 0
-    for batch in image_dataset(paths, None, image_size, batch_size):
-        if should_stop and should_stop():
-            raise Stopped()
-        result = forward(batch).numpy()
-        out[done:done + len(result)] = result
-        done += len(result)
-        if progress:
-            progress(done, len(paths))
+    try:
+        for batch in image_dataset(paths, None, image_size, batch_size):
+            if should_stop and should_stop():
+                raise Stopped()
+            result = forward(batch).numpy()
+            out[done:done + len(result)] = result
+            done += len(result)
+            if progress:
+                progress(done, len(paths))
+    except tf.errors.OpError as exc:
+        # tf.data wraps the ImageError of a file that changed since the scan in a long trace.
+        reason = re.search(r"ImageError: (.+)", exc.message or "")
+        if reason is None:
+            raise
+        raise ImageError(f"{reason.group(1).strip()}. The file changed after the folder was "
+                         "checked; scan and split the folder again.") from None
     return done / max(time.perf_counter() - started, 1e-9)

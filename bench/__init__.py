@@ -1,0 +1,1 @@
+"""Benchmarks: the chapter's baseline (chapter_baseline) and the measurements against it."""

@@ -1,0 +1,70 @@
+"""Test-split evaluation of a run: accuracy, loss, confusion matrix, per-class precision,
+recall and F1, ROC AUC for two classes, and the images it got wrong, most confident first.
+
+Computed once and kept as the run's evaluation.json (recomputed if the model changes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn import metrics
+
+from .datasets import load_manifest
+from .errors import DatasetError
+from .inputs import image_dataset
+from .predict import load_model, probabilities
+from .runs import Run
+from .storage import write_json_atomic
+
+
+def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = False,
+             progress=None) -> dict:
+    """The run's evaluation on `split`, from evaluation.json when it is still current."""
+    cached = run.evaluation()
+    stamp = run.model_path.stat().st_mtime_ns if run.model_path.exists() else None
+    if cached and not force and cached.get("model_mtime_ns") == stamp and cached["split"] == split:
+        return cached
+    config = run.config
+    paths, labels = load_manifest(config.manifest).files(split)
+    if not paths:
+        raise DatasetError(f"The run's manifest has no {split} images to evaluate on.")
+    started = time.perf_counter()
+    model = load_model(run.model_path)
+    rows = []
+    for done, images in enumerate(image_dataset(paths, None, config.image_size, batch_size), 1):
+        rows.append(probabilities(model, images))
+        if progress:
+            progress(min(done * batch_size, len(paths)), len(paths))
+    result = summarize(np.concatenate(rows), np.asarray(labels), config.classes, paths)
+    result.update(split=split, model_mtime_ns=stamp, seconds=round(time.perf_counter() - started, 2))
+    write_json_atomic(run.folder / "evaluation.json", result)
+    return result
+
+
+def summarize(probs: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str]) -> dict:
+    """Every figure of the evaluation from predicted probabilities and true labels."""
+    predicted = probs.argmax(axis=1)
+    index = list(range(len(classes)))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, predicted, labels=index, zero_division=0)
+    result = {
+        "classes": classes,
+        "images": int(len(labels)),
+        "accuracy": float(metrics.accuracy_score(labels, predicted)),
+        "loss": float(metrics.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=index)),
+        "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=index).tolist(),
+        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f),
+                          "support": int(s)}
+                      for c, p, r, f, s in zip(classes, precision, recall, f1, support)},
+        "roc_auc": (float(metrics.roc_auc_score(labels, probs[:, 1]))
+                    if len(classes) == 2 and len(set(labels.tolist())) == 2 else None),
+    }
+    wrong = np.flatnonzero(predicted != labels)
+    mistakes = [{"path": paths[i], "true": classes[labels[i]], "predicted": classes[predicted[i]],
+                 "confidence": float(probs[i, predicted[i]]),
+                 "probabilities": {c: float(p) for c, p in zip(classes, probs[i])}}
+                for i in wrong]
+    result["mistakes"] = sorted(mistakes, key=lambda m: m["confidence"], reverse=True)
+    return result

@@ -1,0 +1,90 @@
+"""Start, queue, watch and stop training processes.
+
+A run trains in its own process (`python -m transfer_core worker RUN`), not in the caller's
+thread, so it outlives a Streamlit rerun, a page switch or a closed tab. One run trains at a
+time per workspace (a file lock); the others wait in line, in the order they were started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import config as paths
+from .runs import Run, TrainConfig, list_runs
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(workspace: str | Path, config: TrainConfig, name: str | None = None) -> Run:
+    """Create the run folder and launch its training process in the background."""
+    workspace = Path(workspace)
+    run = Run.create(workspace, config, name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    with open(run.log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "transfer_core", "worker", str(run.folder),
+             "--workspace", str(workspace)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=PROJECT_ROOT, start_new_session=True)
+    run.update_status(pid=process.pid)
+    return run
+
+
+def run_when_free(run: Run, workspace: str | Path, poll_seconds: float = 0.5) -> dict:
+    """Wait for the workspace's training slot (or a stop request), then train."""
+    from .training import train
+
+    run.update_status(state="queued", pid=os.getpid())
+    with _training_slot(Path(workspace), run, poll_seconds) as acquired:
+        if not acquired:
+            return run.update_status(state="stopped", finished=time.time(), pid=None,
+                                     stage="stopped before it started")
+        return train(run, workspace)
+
+
+@contextlib.contextmanager
+def _training_slot(workspace: Path, run: Run, poll_seconds: float):
+    lock_path = paths.runs_dir(workspace) / ".training.lock"
+    with open(lock_path, "a+") as handle:
+        while True:
+            if run.stop_requested():
+                yield False
+                return
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(poll_seconds)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def stop(run: Run) -> None:
+    """Ask a run to stop: a running one ends within a batch, a queued one leaves the line."""
+    run.request_stop()
+
+
+def queue_position(run: Run, workspace: str | Path) -> int | None:
+    """1 for the next run to start, 2 for the one after …; None when not waiting."""
+    waiting = [r for r in list_runs(workspace) if r.status().get("state") == "queued"]
+    waiting.sort(key=lambda r: r.status().get("created", 0))
+    names = [r.name for r in waiting]
+    return names.index(run.name) + 1 if run.name in names else None
+
+
+def active_run(workspace: str | Path) -> Run | None:
+    """The run training now, if any."""
+    for run in list_runs(workspace):
+        if run.status().get("state") == "running":
+            return run
+    return None

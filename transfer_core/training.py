@@ -1,0 +1,246 @@
+"""Train a run: the body of the training process. Everything it learns goes into the run folder.
+
+The run's status, per-epoch metrics, progress lines, best model and freeze audit are written as
+it goes, so a page (or `runs`) can follow it from another process and a stop request ends it
+within one batch with the best model kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+
+import keras
+import numpy as np
+
+from .datasets import load_manifest
+from .device import configure
+from .errors import RunError, TransferLabError
+from .features import FeatureCache, FeatureSpec, Stopped
+from .inputs import image_dataset
+from .runs import Run, TrainConfig
+from .strategies import (build_base_for, build_full_model, build_head, check_frozen_unchanged,
+                         compile_model, freeze_base, phase_audit, unfreeze_from)
+
+
+def feature_spec(config: TrainConfig) -> FeatureSpec:
+    return FeatureSpec(config.backbone, config.weights, config.image_size, config.preprocessing,
+                       config.seed)
+
+
+def train(run: Run, workspace=None) -> dict:
+    """Train `run` to the end (or until stopped); returns the final status. Never raises for a
+    user error: the status says what went wrong."""
+    config = run.config
+    started = time.time()
+    run.update_status(state="running", started=started, pid=os.getpid(), error=None,
+                      stage="starting", device=configure())
+    try:
+        keras.utils.set_random_seed(config.seed)
+        _Session(run, config, workspace or run.folder.parent.parent).execute()
+        return run.update_status(state="finished", finished=time.time(), stage="finished",
+                                 pid=None)
+    except Stopped:
+        return run.update_status(state="stopped", finished=time.time(), stage="stopped", pid=None)
+    except TransferLabError as exc:
+        return run.update_status(state="failed", finished=time.time(), error=str(exc), pid=None)
+    except Exception as exc:  # a bug: keep the traceback in the log, a line in the status
+        traceback.print_exc()
+        return run.update_status(state="failed", finished=time.time(), pid=None,
+                                 error=f"{type(exc).__name__}: {exc}")
+
+
+class _Session:
+    """One run's training: the model, the data, and the phases in order."""
+
+    def __init__(self, run: Run, config: TrainConfig, workspace):
+        self.run, self.config, self.workspace = run, config, workspace
+        self.manifest = load_manifest(config.manifest)
+        self.num_classes = len(self.manifest.classes)
+        self.audits = []
+
+    def execute(self):
+        base = build_base_for(self.config)
+        head = build_head(base.output.shape[1:], self.num_classes, self.config)
+        augment = self.config.strategy != "feature_extraction"
+        self.base, self.head = base, head
+        self.model = build_full_model(base, head, self.config, augment)
+        base.trainable = True
+        tensors_unfrozen = len(self.model.trainable_weights)
+        freeze_base(base)
+        if self.config.strategy == "feature_extraction":
+            self._phase("head", self._fit_on_features, tensors_unfrozen)
+        else:
+            self._phase("head", self._fit_end_to_end, tensors_unfrozen)
+            if self.config.strategy == "fine_tune":
+                unfreeze_from(base, self.config.fine_tune_from)
+                self._phase("fine_tune", self._fit_end_to_end, tensors_unfrozen)
+        if not self.run.model_path.exists():  # no validation split: keep the last epoch
+            save_model_atomic(self.model, self.run.model_path)
+
+    def _phase(self, name: str, fit, tensors_unfrozen: int):
+        audit = phase_audit(self.model, self.base, name)
+        audit["trainable_weight_tensors_if_base_unfrozen"] = tensors_unfrozen
+        self.audits.append(audit)
+        self._write_audit()
+        try:
+            fit(name)
+        finally:
+            check_frozen_unchanged(self.model, audit)
+            self._write_audit()
+
+    def _write_audit(self):
+        self.run.write_audit({"strategy": self.config.strategy, "phases": [
+            {k: v for k, v in a.items() if not k.endswith("_checksums_before")}
+            | {"frozen_layer_checksums": a["frozen_checksums_before"]} for a in self.audits]})
+
+    def _recorder(self, phase: str, steps: int) -> "RunRecorder":
+        offset = 0 if phase == "head" else self.config.epochs
+        epochs = self.config.epochs if phase == "head" else self.config.fine_tune_epochs
+        return RunRecorder(self.run, self.model, phase, offset, epochs, steps,
+                           self.config.total_epochs, self.config.monitor)
+
+    def _callbacks(self, recorder):
+        callbacks = [recorder]
+        if self.config.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                self.config.monitor, patience=self.config.early_stopping_patience))
+        return callbacks
+
+    def _fit_on_features(self, phase: str):
+        cache = FeatureCache(self.workspace)
+        spec = feature_spec(self.config)
+        train = self._features(cache, "train", spec)
+        val = self._features(cache, "validation", spec) if self._has("validation") else None
+        x, y = np.asarray(train.features), self._labels(train.labels)
+        validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
+        compile_model(self.head, self.num_classes, self.config.learning_rate)
+        recorder = self._recorder(phase, math.ceil(len(y) / self.config.batch_size))
+        self.run.update_status(stage="training the classifier on cached features")
+        self.head.fit(x, y, batch_size=self.config.batch_size, epochs=self.config.epochs,
+                      validation_data=validation, shuffle=True, verbose=0,
+                      callbacks=self._callbacks(recorder))
+
+    def _features(self, cache, split, spec):
+        def progress(done, total):
+            self.run.update_status(stage=f"extracting {split} features",
+                                   progress={"done": done, "total": total})
+
+        return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
+                             should_stop=self.run.stop_requested)
+
+    def _fit_end_to_end(self, phase: str):
+        config = self.config
+        paths, labels = self.manifest.files("train")
+        train = self._images(paths, labels, shuffle=True)
+        validation = self._images(*self.manifest.files("validation")) if self._has("validation") else None
+        rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
+        compile_model(self.model, self.num_classes, rate)
+        recorder = self._recorder(phase, math.ceil(len(paths) / config.batch_size))
+        self.run.update_status(stage="training the classifier on the frozen base" if phase == "head"
+                               else f"fine-tuning from {config.fine_tune_from}")
+        initial = 0 if phase == "head" else config.epochs
+        final = config.epochs if phase == "head" else config.total_epochs
+        self.model.fit(train, validation_data=validation, epochs=final, initial_epoch=initial,
+                       shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
+
+    def _images(self, paths, labels, shuffle=False):
+        data = image_dataset(paths, labels, self.config.image_size, self.config.batch_size,
+                             shuffle=shuffle, seed=self.config.seed)
+        if self.num_classes == 2:  # binary cross-entropy wants float targets
+            data = data.map(lambda x, y: (x, keras.ops.cast(y, "float32")))
+        return data
+
+    def _labels(self, labels):
+        return np.asarray(labels, "float32" if self.num_classes == 2 else "int32")
+
+    def _has(self, split):
+        return bool(self.manifest.files(split)[0])
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Writes progress and epoch lines to the run, saves the best model, honours stop requests."""
+
+    def __init__(self, run: Run, full_model, phase: str, offset: int, phase_epochs: int,
+                 steps: int, total_epochs: int, monitor: str):
+        super().__init__()
+        self.run, self.full_model, self.phase = run, full_model, phase
+        self.offset, self.phase_epochs, self.steps = offset, phase_epochs, steps
+        self.total_epochs, self.monitor = total_epochs, monitor
+        self.every = max(1, steps // 25)
+        self.best = _previous_best(run, monitor)
+        self.started = time.time()
+        self.last_write = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check_stop()
+        now = time.time()
+        if (batch + 1) % self.every and batch + 1 != self.steps or now - self.last_write < 0.5:
+            return
+        self.last_write = now
+        logs = logs or {}
+        global_epoch = getattr(self, "_epoch", self.offset)
+        done = global_epoch + (batch + 1) / self.steps
+        elapsed = now - self.started
+        own = done - self.offset
+        eta = elapsed / own * (self.total_epochs - done) if own > 0 else None
+        record = {"type": "progress", "phase": self.phase, "epoch": global_epoch - self.offset + 1,
+                  "global_epoch": global_epoch + 1, "batch": batch + 1, "batches": self.steps,
+                  "loss": _num(logs.get("loss")), "accuracy": _num(logs.get("accuracy"))}
+        self.run.log_metric(record)
+        self.run.update_status(phase=self.phase, epoch=record["epoch"],
+                               phase_epochs=self.phase_epochs, global_epoch=record["global_epoch"],
+                               total_epochs=self.total_epochs,
+                               progress={"done": round(done, 3), "total": self.total_epochs,
+                                         "eta_seconds": eta})
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._check_stop()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self.epoch_started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        record = {"type": "epoch", "phase": 1 if self.phase == "head" else 2,
+                  "phase_name": self.phase, "epoch": epoch - self.offset + 1,
+                  "global_epoch": epoch + 1, "seconds": round(time.time() - self.epoch_started, 3)}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            record[key] = _num(logs.get(key))
+        self.run.log_metric(record)
+        value = record.get(self.monitor)
+        if value is not None and (self.best is None or _better(value, self.best, self.monitor)):
+            self.best = value
+            save_model_atomic(self.full_model, self.run.model_path)
+            self.run.update_status(best={"global_epoch": epoch + 1, self.monitor: value,
+                                         "val_accuracy": record["val_accuracy"]})
+
+    def _check_stop(self):
+        if self.run.stop_requested():
+            raise Stopped()
+
+
+def _previous_best(run: Run, monitor: str):
+    best = (run.status().get("best") or {}).get(monitor)
+    return best
+
+
+def _better(value, best, monitor):
+    return value < best if monitor.endswith("loss") else value > best
+
+
+def _num(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def save_model_atomic(model, path) -> None:
+    """Save to a temporary .keras file beside `path`, then rename: never a half-written model."""
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
