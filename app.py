@@ -1,0 +1,21 @@
+"""Transfer Lab: the frame around the five pages (navigation and the sidebar's status)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import streamlit as st  # noqa: E402
+
+from pages import _ui as ui  # noqa: E402
+
+st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
+
+navigation = st.navigation([
+    st.Page(ui.PAGES["dataset"], title="Dataset", icon=":material/photo_library:", default=True),
+    st.Page(ui.PAGES["train"], title="Train", icon=":material/model_training:"),
+    st.Page(ui.PAGES["curves"], title="Curves", icon=":material/show_chart:"),
+    st.Page(ui.PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
+    st.Page(ui.PAGES["predict"], title="Predict", icon=":material/image_search:"),
+])
+ui.sidebar_status()
+navigation.run()

@@ -1,0 +1,165 @@
+"""What the pages share: the workspace, the current dataset and run, cached calls into
+transfer_core, and the sidebar. Not a page (st.navigation lists the pages explicitly)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from transfer_core import config
+from transfer_core.datasets import list_manifests, load_manifest, scan
+from transfer_core.errors import TransferLabError
+from transfer_core.runs import Run, list_runs
+
+PAGES = {
+    "dataset": "pages/dataset.py",
+    "train": "pages/train.py",
+    "curves": "pages/curves.py",
+    "evaluate": "pages/evaluate.py",
+    "predict": "pages/predict.py",
+}
+
+
+def workspace() -> Path:
+    return config.workspace_dir()
+
+
+# ---- the current dataset (a saved manifest) ------------------------------------------------
+
+def manifest_paths() -> list[Path]:
+    return list_manifests(workspace())
+
+
+def current_manifest_path() -> Path | None:
+    """The manifest chosen in this session, else the newest saved one (a new tab picks up)."""
+    chosen = st.session_state.get("manifest_path")
+    if chosen and Path(chosen).exists():
+        return Path(chosen)
+    saved = manifest_paths()
+    return saved[0] if saved else None
+
+
+def set_current_manifest(path: Path) -> None:
+    st.session_state["manifest_path"] = str(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_manifest(path: str, mtime: float):
+    return load_manifest(path)
+
+
+def current_manifest():
+    path = current_manifest_path()
+    return cached_manifest(str(path), path.stat().st_mtime) if path else None
+
+
+# ---- runs ------------------------------------------------------------------------------------
+
+def runs() -> list[Run]:
+    return list_runs(workspace())
+
+
+def current_run() -> Run | None:
+    name = st.session_state.get("run_name")
+    everything = runs()
+    for run in everything:
+        if run.name == name:
+            return run
+    return everything[0] if everything else None
+
+
+def set_current_run(run: Run) -> None:
+    st.session_state["run_name"] = run.name
+
+
+def finished_runs() -> list[Run]:
+    return [r for r in runs() if r.model_path.exists()
+            and r.status().get("state") in ("finished", "stopped")]
+
+
+def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
+    """A selectbox of runs, the current run first when it is a candidate."""
+    if not candidates:
+        return None
+    current = current_run()
+    names = [r.name for r in candidates]
+    index = names.index(current.name) if current and current.name in names else 0
+    name = st.selectbox(label, names, index=index, key=key,
+                        format_func=lambda n: run_label(next(r for r in candidates if r.name == n)))
+    run = next(r for r in candidates if r.name == name)
+    set_current_run(run)
+    return run
+
+
+def run_label(run: Run) -> str:
+    cfg = run.config
+    return f"{run.name} · {run.status().get('state', '?')}" if cfg is None else (
+        f"{run.name} ({cfg.backbone}, {cfg.strategy.replace('_', ' ')}) · "
+        f"{run.status().get('state', '?')}")
+
+
+# ---- cached work -----------------------------------------------------------------------------
+
+def folder_signature(folder: str) -> tuple:
+    """Cheap identity of a folder's contents: changes when files are added, removed or edited."""
+    count, latest = 0, 0.0
+    for root, _dirs, files in os.walk(folder):
+        count += len(files)
+        latest = max([latest] + [os.stat(os.path.join(root, f)).st_mtime for f in files[:5000]])
+    return count, latest
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_scan(folder: str, signature: tuple):
+    return scan(folder)
+
+
+def scan_folder(folder: str):
+    return cached_scan(folder, folder_signature(folder))
+
+
+# ---- messages and navigation -----------------------------------------------------------------
+
+def show_error(exc: Exception) -> None:
+    """Our own errors are the user's to fix: show the message, not a traceback."""
+    if isinstance(exc, TransferLabError):
+        st.error(str(exc), icon=":material/error:")
+    else:
+        st.exception(exc)
+
+
+def needs(what: str, page: str, label: str) -> None:
+    """Say what is missing and link to the page that makes it."""
+    st.info(what, icon=":material/info:")
+    st.page_link(PAGES[page], label=label, icon=":material/arrow_forward:")
+
+
+def sidebar_status() -> None:
+    """The frame's sidebar: the current dataset and the current or last run."""
+    with st.sidebar:
+        st.caption("Current dataset")
+        manifest = current_manifest()
+        if manifest is None:
+            st.write("none yet")
+        else:
+            counts = manifest.counts()
+            st.write(f"**{Path(manifest.path).stem}**")
+            st.caption(" · ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+                       + f" · {len(manifest.classes)} classes")
+        st.caption("Current run")
+        run = current_run()
+        if run is None:
+            st.write("none yet")
+        else:
+            status = run.status()
+            state = status.get("state", "?")
+            icon = {"running": "🏃", "queued": "⏳", "finished": "✅", "failed": "❌",
+                    "stopped": "⏹️"}.get(state, "")
+            st.write(f"**{run.name}**")
+            st.caption(f"{icon} {state}" + (f" · epoch {status.get('global_epoch')}/"
+                                            f"{status.get('total_epochs')}"
+                                            if state == "running" and status.get("global_epoch")
+                                            else ""))
+        st.caption(f"Workspace: `{workspace()}`")

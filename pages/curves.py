@@ -1,0 +1,62 @@
+"""Step 3: the learning curves, raw and smoothed as in the chapter, for one run or several."""
+
+import csv
+import io
+
+import streamlit as st
+
+from pages import _ui as ui
+from transfer_core.curves import best_epoch, curves_figure, curves_table
+
+st.title("Curves")
+st.caption("Step 3 of 5 · training against validation. Where validation stops improving while "
+           "training keeps going, the model has started to overfit.")
+
+with_epochs = [r for r in ui.runs() if r.epochs()]
+if not with_epochs:
+    ui.needs("No run has finished an epoch yet.", "train", "Go to Train")
+    st.stop()
+
+current = ui.current_run()
+names = [r.name for r in with_epochs]
+default = [current.name] if current and current.name in names else names[:1]
+chosen = st.multiselect("Runs", names, default=default, key="curve_runs",
+                        format_func=lambda n: ui.run_label(next(r for r in with_epochs
+                                                                if r.name == n)))
+if not chosen:
+    st.info("Pick at least one run.")
+    st.stop()
+
+c1, c2, c3 = st.columns([2, 1, 1])
+factor = c1.slider("Smoothing factor", 0.0, 0.95, 0.8, 0.05, key="smoothing",
+                   help="The chapter's exponential moving average: each point becomes "
+                        "factor × previous + (1 − factor) × point. 0 turns smoothing off.")
+raw = c2.toggle("Raw points", value=True, key="show_raw")
+smoothed = c3.toggle("Smoothed lines", value=True, key="show_smoothed")
+
+records = {name: next(r for r in with_epochs if r.name == name).epochs() for name in chosen}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def figure(records_json: dict, metric: str, factor: float, raw: bool, smoothed: bool):
+    return curves_figure(records_json, metric, factor, raw, smoothed)
+
+
+left, right = st.columns(2)
+left.plotly_chart(figure(records, "accuracy", factor, raw, smoothed), key="accuracy_chart")
+right.plotly_chart(figure(records, "loss", factor, raw, smoothed), key="loss_chart")
+
+for name, rows in records.items():
+    best = best_epoch(rows)
+    if best:
+        st.caption(f"{name}: best epoch {best['global_epoch']} "
+                   f"(validation accuracy {100 * (best.get('val_accuracy') or 0):.1f}%, "
+                   f"loss {best.get('val_loss', 0):.4f}) — its model is the one saved.")
+
+table = curves_table(records, factor)
+buffer = io.StringIO()
+writer = csv.DictWriter(buffer, fieldnames=list(table[0]))
+writer.writeheader()
+writer.writerows(table)
+st.download_button("Download the numbers (CSV)", buffer.getvalue(), "curves.csv", "text/csv",
+                   icon=":material/download:")

@@ -1,0 +1,71 @@
+"""Step 4: the held-out test split — accuracy, loss, confusion matrix, and the photos it got wrong."""
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages import _ui as ui
+from transfer_core.errors import TransferLabError
+from transfer_core.evaluation import evaluate
+
+st.title("Evaluate")
+st.caption("Step 4 of 5 · the test images were never used for training or for choosing the "
+           "best epoch, so this is the honest score.")
+
+run = ui.pick_run("Run", ui.finished_runs(), key="evaluate_run")
+if run is None:
+    ui.needs("No finished run with a saved model yet.", "train", "Go to Train")
+    st.stop()
+
+result = run.evaluation()
+stale = result is None or result.get("model_mtime_ns") != run.model_path.stat().st_mtime_ns
+if stale:
+    st.write("This run has not been evaluated on the test split yet.")
+    if not st.button("Evaluate on the test split", type="primary", icon=":material/fact_check:"):
+        st.stop()
+    bar = st.progress(0.0, text="Evaluating…")
+    try:
+        result = evaluate(run, progress=lambda done, total: bar.progress(
+            done / total, text=f"Evaluating: {done} of {total} test images"))
+    except TransferLabError as exc:
+        ui.show_error(exc)
+        st.stop()
+    bar.empty()
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Test accuracy", f"{100 * result['accuracy']:.1f}%")
+c2.metric("Test loss", f"{result['loss']:.4f}")
+c3.metric("Test images", result["images"])
+if result.get("roc_auc") is not None:
+    c4.metric("ROC AUC", f"{result['roc_auc']:.4f}")
+
+classes = result["classes"]
+matrix = result["confusion_matrix"]
+left, right = st.columns([3, 2])
+heatmap = go.Figure(go.Heatmap(z=matrix, x=classes, y=classes, colorscale="Oranges",
+                               text=matrix, texttemplate="%{text}", showscale=False,
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+heatmap.update_layout(title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", height=380, margin=dict(t=40, l=0, r=0, b=0))
+left.plotly_chart(heatmap, key="confusion_matrix")
+right.dataframe([{"class": c, "precision": f"{100 * m['precision']:.1f}%",
+                  "recall": f"{100 * m['recall']:.1f}%", "F1": f"{100 * m['f1']:.1f}%",
+                  "images": m["support"]} for c, m in result["per_class"].items()],
+                hide_index=True)
+
+mistakes = result["mistakes"]
+st.subheader(f"The {len(mistakes)} test photos it got wrong" if mistakes else "No mistakes")
+if mistakes:
+    st.caption("Most confident mistakes first: these are the photos the model was surest about "
+               "and still wrong.")
+    shown = mistakes[:24]
+    columns = st.columns(6)
+    for i, mistake in enumerate(shown):
+        with columns[i % 6]:
+            if Path(mistake["path"]).exists():
+                st.image(mistake["path"], width=150)
+            st.caption(f"{Path(mistake['path']).name}: {mistake['true']} → "
+                       f"**{mistake['predicted']}** ({100 * mistake['confidence']:.0f}%)")
+    if len(mistakes) > len(shown):
+        st.caption(f"… and {len(mistakes) - len(shown)} more.")

@@ -1,0 +1,195 @@
+"""Step 2: choose a backbone and a freezing strategy, start a run, watch it learn."""
+
+import time
+
+import streamlit as st
+
+from pages import _ui as ui
+from transfer_core import jobs
+from transfer_core.backbones import BACKBONES, keras_home
+from transfer_core.curves import curves_figure
+from transfer_core.errors import TransferLabError
+from transfer_core.estimates import estimate_seconds, human_duration
+from transfer_core.runs import STRATEGIES, Run, TrainConfig
+from transfer_core.strategies import STRATEGY_HELP
+
+st.title("Train")
+st.caption("Step 2 of 5 · reuse a pretrained convnet: pick its conv base and how much of it "
+           "stays frozen, then train a classifier on top.")
+
+
+@st.cache_data(show_spinner=False)
+def backbone_facts(name: str, size: int) -> dict:
+    from transfer_core.backbones import describe
+
+    return describe(name, size)
+
+
+@st.cache_data(show_spinner=False)
+def throughput(name: str, size: int) -> dict:
+    from transfer_core.estimates import measure_throughput
+
+    return measure_throughput(name, size)
+
+
+@st.cache_data(show_spinner=False)
+def share_above(name: str, size: int, boundary: str) -> float:
+    from transfer_core.estimates import top_share
+
+    return top_share(name, size, boundary)
+
+
+def settings_form(manifest) -> TrainConfig | None:
+    counts = manifest.counts()
+    n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
+    left, right = st.columns(2)
+    with left:
+        name = st.selectbox("Backbone", list(BACKBONES), key="backbone",
+                            format_func=lambda n: BACKBONES[n].label,
+                            help="The pretrained conv base (keras.applications). VGG16 is the "
+                                 "chapter's; MobileNetV2 is about 40× cheaper on a CPU.")
+        backbone = BACKBONES[name]
+        size = st.number_input("Image size (pixels)", 32, 512, backbone.default_size, step=16,
+                               key=f"size_{name}", help="Every photo is resized to this square.")
+        weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
+                           format_func={"imagenet": "ImageNet (pretrained)",
+                                        "none": "none (random: for testing only)"}.get)
+        if weights == "imagenet":
+            cached = (keras_home() / "models" / backbone.weights_filename(size)).exists()
+            st.caption("ImageNet weights: " + ("in the local Keras cache." if cached else
+                       f"downloaded by Keras on first use into {keras_home() / 'models'}."))
+    with right:
+        with st.spinner(f"Measuring {backbone.label} on this machine…"):
+            facts, speed = backbone_facts(name, size), throughput(name, size)
+        st.markdown(f"**{backbone.label}** — {backbone.summary}")
+        st.caption(f"{facts['parameters'] / 1e6:.1f} M parameters · "
+                   f"{facts['flops_per_image'] / 1e9:.2f} GFLOPs per image · features "
+                   f"{' × '.join(map(str, facts['feature_shape']))} · "
+                   f"{speed['images_per_second']:.1f} images/s here")
+
+    strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
+                        format_func=lambda s: s.replace("_", " "))
+    st.info(STRATEGY_HELP[strategy], icon=":material/school:")
+
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
+                             1, 500, 30, key="epochs")
+    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, 2e-5, format="%.0e",
+                                    key="learning_rate")
+    batch_size = c3.number_input("Batch size", 1, 512, 20, key="batch_size")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, 1337, key="seed")
+    fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
+    if strategy == "fine_tune":
+        c1, c2, c3 = st.columns(3)
+        fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500, 100, key="ft_epochs")
+        fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0, 1e-5,
+                                       format="%.0e", key="ft_lr")
+        layers = facts["layers"][1:]
+        boundary = c3.selectbox("Unfreeze from layer", layers, key=f"boundary_{name}",
+                                index=layers.index(backbone.fine_tune_from),
+                                help="This layer and every layer above it train in phase 2.")
+    with st.expander("More settings"):
+        a1, a2, a3, a4 = st.columns(4)
+        pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
+                               format_func={"flatten": "Flatten (the chapter)",
+                                            "avg": "Global average pooling (smaller, faster)"}.get)
+        preprocessing = a2.selectbox("Preprocessing", ["backbone", "rescale"], key="preprocessing",
+                                     format_func={"backbone": "the backbone's own",
+                                                  "rescale": "1/255 (the chapter's)"}.get)
+        monitor = a3.selectbox("Keep the model of the best", ["val_loss", "val_accuracy"],
+                               key="monitor")
+        patience = a4.number_input("Early stopping patience (0 = off)", 0, 100, 0, key="patience")
+
+    estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
+                                share_above(name, size, boundary))
+    st.caption("Estimated time on this machine: " + " · ".join(
+        f"{s.replace('_', ' ')} {human_duration(v)}" for s, v in estimate.items()))
+    try:
+        return TrainConfig(
+            manifest=str(manifest.path), backbone=name, weights=weights, strategy=strategy,
+            epochs=int(epochs), fine_tune_epochs=int(fine_tune_epochs),
+            learning_rate=float(learning_rate), fine_tune_learning_rate=float(fine_tune_lr),
+            batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
+            preprocessing=preprocessing, pooling=pooling, monitor=monitor,
+            early_stopping_patience=int(patience) or None, seed=int(seed),
+            classes=manifest.classes)
+    except TransferLabError as exc:
+        ui.show_error(exc)
+        return None
+
+
+def show_run(run: Run):
+    status = run.status()
+    state = status.get("state")
+    st.subheader(f"Run {run.name}")
+    if state == "queued":
+        position = jobs.queue_position(run, ui.workspace())
+        st.info(f"Waiting in line{f': number {position}' if position else ''}. One run trains "
+                "at a time on this machine; this one starts when the current one ends.",
+                icon=":material/hourglass_top:")
+    elif state == "running":
+        progress = status.get("progress") or {}
+        done, total = progress.get("done", 0), progress.get("total") or 1
+        eta = progress.get("eta_seconds")
+        stage = status.get("stage", "training")
+        text = f"{stage} · {done:.1f} of {total}" if "extract" not in stage else (
+            f"{stage} · {done} of {total} images")
+        if eta:
+            text += f" · about {human_duration(eta)} left"
+        st.progress(min(done / total, 1.0), text=text)
+    elif state == "finished":
+        st.success("Finished. The best epoch's model is saved.", icon=":material/check_circle:")
+    elif state == "stopped":
+        st.warning("Stopped. The best model so far is kept.", icon=":material/stop_circle:")
+    elif state == "failed":
+        st.error(f"Failed: {status.get('error')}", icon=":material/error:")
+    if state in ("queued", "running"):
+        if st.button("Stop", icon=":material/stop:", key=f"stop_{run.name}"):
+            jobs.stop(run)
+            st.toast("Asked the run to stop; it ends within one batch.")
+    records = run.epochs()
+    if records:
+        left, right = st.columns(2)
+        left.plotly_chart(curves_figure({run.name: records}, "accuracy"), key="live_acc")
+        right.plotly_chart(curves_figure({run.name: records}, "loss"), key="live_loss")
+    if state in ("finished", "stopped") and run.model_path.exists():
+        c1, c2, c3 = st.columns(3)
+        c1.page_link(ui.PAGES["curves"], label="See the curves", icon=":material/show_chart:")
+        c2.page_link(ui.PAGES["evaluate"], label="Evaluate on the test set",
+                     icon=":material/fact_check:")
+        c3.page_link(ui.PAGES["predict"], label="Predict on your photos",
+                     icon=":material/image_search:")
+
+
+@st.fragment(run_every=2)
+def live_run(name: str):
+    """Re-reads the run folder every two seconds while the run is queued or running."""
+    run = Run(ui.workspace() / "runs" / name)
+    show_run(run)
+    if run.status().get("state") not in ("queued", "running"):
+        st.rerun()  # the whole page: the run is over, stop polling
+
+
+manifest = ui.current_manifest()
+if manifest is None:
+    ui.needs("There is no dataset yet: make a split first.", "dataset", "Go to Dataset")
+    st.stop()
+st.caption(f"Dataset: **{manifest.path and manifest.path.split('/')[-1]}** · "
+           f"{len(manifest.classes)} classes: {', '.join(manifest.classes)}")
+
+config = settings_form(manifest)
+busy = jobs.active_run(ui.workspace())
+if busy:
+    st.caption(f"{busy.name} is training now; a new run waits in line until it ends.")
+if config and st.button("Start training", type="primary", icon=":material/play_arrow:"):
+    run = jobs.start(ui.workspace(), config)
+    ui.set_current_run(run)
+    time.sleep(0.3)
+
+run = ui.current_run()
+if run is not None:
+    st.divider()
+    if run.status().get("state") in ("queued", "running"):
+        live_run(run.name)
+    else:
+        show_run(run)
