@@ -155,8 +155,11 @@ def sidebar_status() -> None:
         else:
             status = run.status()
             state = status.get("state", "?")
-            icon = {"running": "🏃", "queued": "⏳", "finished": "✅", "failed": "❌",
-                    "stopped": "⏹️"}.get(state, "")
+            # Material icons ship with Streamlit; emoji need a colour-emoji font, which a
+            # fresh Linux machine may lack (the icon then shows as an empty box).
+            icon = {"running": ":material/directions_run:", "queued": ":material/hourglass_top:",
+                    "finished": ":material/check_circle:", "failed": ":material/error:",
+                    "stopped": ":material/stop_circle:"}.get(state, "")
             st.write(f"**{run.name}**")
             st.caption(f"{icon} {state}" + (f" · epoch {status.get('global_epoch')}/"
                                             f"{status.get('total_epochs')}"

@@ -33,6 +33,9 @@ factor = c1.slider("Smoothing factor", 0.0, 0.95, 0.8, 0.05, key="smoothing",
                         "factor × previous + (1 − factor) × point. 0 turns smoothing off.")
 raw = c2.toggle("Raw points", value=True, key="show_raw")
 smoothed = c3.toggle("Smoothed lines", value=True, key="show_smoothed")
+if not (raw or smoothed):
+    # The figures would show only the best-epoch star: say why the curves are gone.
+    st.info("Turn on raw points or smoothed lines to see the curves.", icon=":material/info:")
 
 records = {name: next(r for r in with_epochs if r.name == name).epochs() for name in chosen}
 

@@ -246,7 +246,11 @@ show_split(manifest)
 if st.button("Save this split", type="primary", icon=":material/save:"):
     path = manifest.save(ui.workspace())
     ui.set_current_manifest(path)
-    st.success(f"Saved as {path.name}. It is now the current dataset.", icon=":material/check:")
+    st.session_state["saved_split"] = (manifest.fingerprint(), path.name)
+    st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new dataset
+saved = st.session_state.get("saved_split")
+if saved and saved[0] == manifest.fingerprint():
+    st.success(f"Saved as {saved[1]}. It is now the current dataset.", icon=":material/check:")
     st.page_link(ui.PAGES["train"], label="Next: train a model", icon=":material/arrow_forward:")
 
 show_samples(manifest)

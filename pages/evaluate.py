@@ -31,7 +31,7 @@ if stale:
     except TransferLabError as exc:
         ui.show_error(exc)
         st.stop()
-    bar.empty()
+    st.rerun()  # evaluation.json is written: show it without the button and "not evaluated yet"
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Test accuracy", f"{100 * result['accuracy']:.1f}%")

@@ -46,8 +46,8 @@ for (name, data), result in zip(files, results):
     left, right = st.columns([1, 2])
     if "error" in result:
         left.write(f"**{name}**")
-        right.warning(f"{name} could not be read as a photo: {result['error']}. "
-                      "Try a JPEG, PNG, BMP, GIF or WebP file.", icon=":material/warning:")
+        right.warning(f"{name} could not be read as a photo: {result['error']}.",
+                      icon=":material/warning:")
         continue
     try:
         left.image(open_rgb(data), caption=name, width=260)

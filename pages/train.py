@@ -1,7 +1,5 @@
 """Step 2: choose a backbone and a freezing strategy, start a run, watch it learn."""
 
-import time
-
 import streamlit as st
 
 from pages import _ui as ui
@@ -122,7 +120,10 @@ def show_run(run: Run):
     status = run.status()
     state = status.get("state")
     st.subheader(f"Run {run.name}")
-    if state == "queued":
+    if state == "queued" and jobs.active_run(ui.workspace()) is None:
+        st.info("Starting: the training process is loading TensorFlow and the backbone…",
+                icon=":material/hourglass_top:")
+    elif state == "queued":
         position = jobs.queue_position(run, ui.workspace())
         st.info(f"Waiting in line{f': number {position}' if position else ''}. One run trains "
                 "at a time on this machine; this one starts when the current one ends.",
@@ -162,12 +163,13 @@ def show_run(run: Run):
 
 
 @st.fragment(run_every=2)
-def live_run(name: str):
+def live_run(name: str, page_state: str):
     """Re-reads the run folder every two seconds while the run is queued or running."""
     run = Run(ui.workspace() / "runs" / name)
     show_run(run)
-    if run.status().get("state") not in ("queued", "running"):
-        st.rerun()  # the whole page: the run is over, stop polling
+    if run.status().get("state") != page_state:
+        # The whole page: the sidebar shows the new state, and polling stops once it is over.
+        st.rerun()
 
 
 manifest = ui.current_manifest()
@@ -184,12 +186,13 @@ if busy:
 if config and st.button("Start training", type="primary", icon=":material/play_arrow:"):
     run = jobs.start(ui.workspace(), config)
     ui.set_current_run(run)
-    time.sleep(0.3)
+    st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new run
 
 run = ui.current_run()
 if run is not None:
     st.divider()
-    if run.status().get("state") in ("queued", "running"):
-        live_run(run.name)
+    state = run.status().get("state")
+    if state in ("queued", "running"):
+        live_run(run.name, state)
     else:
         show_run(run)

@@ -54,7 +54,8 @@ def test_an_unknown_backbone_names_the_choices():
 
 def test_a_missing_weights_file_is_a_backbone_error(tmp_path):
     missing = tmp_path / "my-vgg16.weights.h5"
-    with pytest.raises(BackboneError, match="my-vgg16.weights.h5"):
+    # Says the file is missing (not a puzzling load error from Keras) and names it.
+    with pytest.raises(BackboneError, match=r"no weights file .*my-vgg16\.weights\.h5"):
         build_base("vgg16", str(missing), 32)
 
 
@@ -142,9 +143,9 @@ def test_flops_grow_with_the_pixels_and_match_published_figures():
     vgg_224 = flops_per_image(build_base("vgg16", "none", 224))
     assert vgg_224 / vgg_112 == pytest.approx(4.0, rel=0.05)
     assert 29e9 <= vgg_224 <= 32e9  # VGG16's conv layers: ≈15.5 G multiply-adds at 224
-    # MobileNetV2 1.0/224: ≈300 M multiply-adds (Sandler et al. 2018), mostly depthwise and
-    # 1×1 convolutions, so this fails if either kind is miscounted.
-    assert 0.55e9 <= flops_per_image(build_base("mobilenet_v2", "none", 224)) <= 0.65e9
+    # MobileNetV2 1.0/224: ≈300 M multiply-adds (Sandler et al. 2018); its depthwise
+    # convolutions are 7% of them, so this fails if they are left out.
+    assert 0.58e9 <= flops_per_image(build_base("mobilenet_v2", "none", 224)) <= 0.62e9
 
 
 @pytest.mark.parametrize("name, family", [

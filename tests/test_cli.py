@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer_core.cli import COMMANDS, main
+from transfer_core.cli import COMMANDS, build_parser, main
 from transfer_core.datasets import load_manifest
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -75,6 +75,7 @@ def test_extract_twice_is_a_miss_then_a_hit(folder_dataset, workspace, capsys):
 
 
 def test_every_command_has_help(capsys):
+    build_parser()  # registers the commands
     assert {"scan", "split", "extract"} <= set(COMMANDS)
     for name in COMMANDS:
         with pytest.raises(SystemExit) as info:
@@ -89,7 +90,8 @@ def test_help_does_not_load_tensorflow():
     result = _python(
         "-c",
         "import contextlib, io, sys\n"
-        "from transfer_core.cli import COMMANDS, main\n"
+        "from transfer_core.cli import COMMANDS, build_parser, main\n"
+        "build_parser()\n"
         "for name in COMMANDS:\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
         "        try:\n"

@@ -123,14 +123,20 @@ def test_rows_follow_the_manifest_order(cache, manifest):
                                rtol=1e-4, atol=1e-5)
 
 
-def test_clear_frees_the_cache(cache, manifest):
+def test_clear_frees_the_cache(cache, manifest, monkeypatch):
     first = _extract(cache, manifest)
     folder = first.folder
     del first  # the memory map holds the file open
     freed = cache.clear()
     assert freed > 6 * 512 * 4  # at least the float32 features
     assert not folder.exists() and cache.size_bytes() == 0
-    assert not _extract(cache, manifest).hit
+
+    def would_build(spec):
+        raise WouldBuildAModel(spec)
+
+    monkeypatch.setattr(features_module, "build_extractor", would_build)
+    with pytest.raises(WouldBuildAModel):  # the next request computes afresh
+        _extract(cache, manifest)
 
 
 def test_an_empty_split_is_a_clear_error(cache, manifest):

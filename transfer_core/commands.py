@@ -143,6 +143,10 @@ def _train_arguments(parser):
                         help="which epoch's model is kept")
     parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                         help="stop after PATIENCE epochs without improvement (off by default)")
+    parser.add_argument("--view-bank", type=int, default=0, metavar="K",
+                        help="augmented strategies: compute K augmented views of each training "
+                             "image once through the frozen part of the base, then train only "
+                             "the rest on them (0: augment on the fly, the chapter's way)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--run-dir", default=None,
                         help="the run folder (default: a new folder under the workspace's runs)")
@@ -158,7 +162,7 @@ def _train_config(args):
         batch_size=args.batch_size, image_size=args.image_size,
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
-        early_stopping_patience=args.early_stopping, seed=args.seed)
+        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank)
 
 
 def _fmt(value, percent=False):

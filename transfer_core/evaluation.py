@@ -45,6 +45,7 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
 
 def summarize(probs: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str]) -> dict:
     """Every figure of the evaluation from predicted probabilities and true labels."""
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 ± 1e-7
     predicted = probs.argmax(axis=1)
     index = list(range(len(classes)))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import config
+from .augment import CHAPTER, AugmentationSettings, augmentation_layers
 from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
@@ -40,23 +41,33 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What determines the features, apart from the images themselves."""
+    """What determines the features, apart from the images themselves.
+
+    `views` > 0 makes an augmented view bank: K randomly augmented versions of every image
+    (seeded, so repeatable), row v*N + i holding view v of image i. `layer` cuts the base at
+    that layer's output (the frozen prefix that fine-tuning leaves fixed).
+    """
 
     backbone: str = "vgg16"
     weights: str = "imagenet"
     image_size: int | None = None  # None: the backbone's default
     preprocessing: str = "backbone"  # or "rescale", the chapter's 1/255
-    seed: int = 1337  # sets the random initialisation when weights == "none"
+    seed: int = 1337  # random initialisation with weights == "none", and the views' draws
+    views: int = 0
+    augmentation: tuple = ()  # AugmentationSettings items, when views > 0
+    layer: str | None = None
 
     def resolved(self) -> "FeatureSpec":
         size = self.image_size or get_backbone(self.backbone).default_size
-        return FeatureSpec(self.backbone, self.weights, size, self.preprocessing, self.seed)
+        augmentation = self.augmentation or (tuple(CHAPTER.to_dict().items()) if self.views else ())
+        return replace(self, image_size=size, augmentation=tuple(augmentation))
 
     def cache_identity(self) -> dict:
         spec = self.resolved()
         identity = asdict(spec)
         identity["weights"] = weights_id(get_backbone(spec.backbone), spec.weights, spec.image_size)
-        if spec.weights != "none":
+        identity["augmentation"] = [list(item) for item in spec.augmentation]
+        if spec.weights != "none" and not spec.views:
             identity.pop("seed")
         return identity
 
@@ -138,16 +149,19 @@ class FeatureCache:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
-            shape = (len(paths), *extractor.output.shape[1:])
+            shape = (len(paths) * max(spec.views, 1), *extractor.output.shape[1:])
+            check_disk(partial, shape)
             features = np.lib.format.open_memmap(partial / "features.npy", mode="w+",
                                                  dtype="float32", shape=shape)
             images_per_second = run_extractor(extractor, paths, spec.image_size, batch_size,
-                                              features, progress, should_stop)
+                                              features, progress, should_stop,
+                                              augmentation=view_augmentation(spec))
             features.flush()
             del features
             np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
             write_json_atomic(partial / "meta.json", {
                 "key": key, "spec": spec.cache_identity(), "images": len(paths),
+                "views": spec.views,
                 "feature_shape": list(shape[1:]), "created": time.time(),
                 "images_per_second": images_per_second})
             final = self.root / key
@@ -182,27 +196,65 @@ def build_extractor(spec: FeatureSpec):
     if spec.weights == "none":
         keras.utils.set_random_seed(spec.seed)
     base = build_base(backbone, spec.weights, spec.image_size)
-    inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
+    if spec.layer:
+        base = keras.Model(base.inputs, base.get_layer(spec.layer).output, name="prefix")
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), name="image")
     x = Preprocess(preprocess_mode(backbone, spec.preprocessing), name="preprocess")(inputs)
     outputs = keras.layers.Activation("linear", dtype="float32", name="features")(
         base(x, training=False))
     return keras.Model(inputs, outputs, name=f"{backbone.name}_extractor")
 
 
+def view_augmentation(spec: FeatureSpec):
+    """The seeded augmentation that draws the views, or None for plain features."""
+    if not spec.views:
+        return None
+    return augmentation_layers(AugmentationSettings(**dict(spec.augmentation)), seed=spec.seed)
+
+
+def bank_bytes(images: int, views: int, feature_shape) -> int:
+    """Disk use of a feature set (float32), to show before it is built."""
+    return 4 * images * max(views, 1) * int(np.prod(feature_shape))
+
+
+def check_disk(folder: Path, shape) -> None:
+    """Refuse a feature set that would not fit: the cache limit, or the free disk space."""
+    needed = 4 * int(np.prod(shape))
+    limit = float(os.environ.get("TRANSFER_LAB_CACHE_LIMIT_GB", "50")) * 2**30
+    free = shutil.disk_usage(folder).free
+    if needed > min(limit, free * 0.9):
+        raise DatasetError(
+            f"These features need {needed / 2**30:.1f} GB of disk, more than "
+            f"{'the cache limit (TRANSFER_LAB_CACHE_LIMIT_GB)' if needed > limit else 'is free'}. "
+            "Use fewer augmented views, a smaller image size, or clear the feature cache.")
+
+
 def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
-                  out: np.ndarray, progress=None, should_stop=None) -> float:
-    """Fill `out` with the extractor's outputs for `paths`, in order; returns images/s."""
-    forward = tf.function(lambda x: extractor(x, training=False), reduce_retracing=True)
+                  out: np.ndarray, progress=None, should_stop=None, augmentation=None) -> float:
+    """Fill `out` with the extractor's outputs for `paths`, in order; returns images/s.
+
+    With `augmentation`, `out` holds len(out) // len(paths) views: view v of image i at row
+    v * len(paths) + i, each view one pass of the seeded augmentation over all images.
+    """
+    def apply(x):
+        x = keras.ops.cast(x, "float32")
+        if augmentation is not None:
+            x = augmentation(x, training=True)
+        return extractor(x, training=False)
+
+    forward = tf.function(apply, reduce_retracing=True)
+    views, total = len(out) // len(paths), len(out)
     started, done = time.perf_counter(), 0
     try:
-        for batch in image_dataset(paths, None, image_size, batch_size):
-            if should_stop and should_stop():
-                raise Stopped()
-            result = forward(batch).numpy()
-            out[done:done + len(result)] = result
-            done += len(result)
-            if progress:
-                progress(done, len(paths))
+        for _view in range(views):
+            for batch in image_dataset(paths, None, image_size, batch_size):
+                if should_stop and should_stop():
+                    raise Stopped()
+                result = forward(batch).numpy()
+                out[done:done + len(result)] = result
+                done += len(result)
+                if progress:
+                    progress(done, total)
     except tf.errors.OpError as exc:
         # tf.data wraps the ImageError of a file that changed since the scan in a long trace.
         reason = re.search(r"ImageError: (.+)", exc.message or "")

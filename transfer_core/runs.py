@@ -52,6 +52,9 @@ class TrainConfig:
     monitor: str = "val_loss"
     early_stopping_patience: int | None = None
     seed: int = 1337
+    # Augmented views per training image, computed once through the frozen part of the base
+    # (0: augment on the fly and run the whole base every epoch, the chapter's way).
+    view_bank: int = 0
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
@@ -73,6 +76,7 @@ class TrainConfig:
             (self.dense_units >= 1, "dense_units", "at least 1"),
             (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
             (self.monitor in MONITORS, "monitor", f"one of {', '.join(MONITORS)}"),
+            (0 <= self.view_bank <= 100, "view_bank", "between 0 and 100"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
         ]

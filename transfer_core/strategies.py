@@ -70,8 +70,9 @@ def build_full_model(base: keras.Model, head: keras.Model, config: TrainConfig,
                      augment: bool) -> keras.Model:
     """Image (any size) → resize → [augmentation] → preprocess → base (inference mode) → head.
 
-    The base is called with training=False so its BatchNorm layers stay in inference mode
-    even when unfrozen (Keras' fine-tuning guide); augmentation is active only in fit().
+    The base is called with training=False, but in Keras 3 fit()'s training=True overrides
+    that for nested models (keras-team/keras#20285), so `unfreeze_from` also keeps BatchNorm
+    frozen; augmentation is active only in fit().
     """
     backbone = get_backbone(config.backbone)
     inputs = keras.Input((None, None, 3), name="image")
@@ -81,6 +82,12 @@ def build_full_model(base: keras.Model, head: keras.Model, config: TrainConfig,
     x = Preprocess(preprocess_mode(backbone, config.preprocessing), name="preprocess")(x)
     x = base(x, training=False)
     return keras.Model(inputs, head(x), name=f"{backbone.name}_{config.strategy}")
+
+
+def inference_model(base: keras.Model, head: keras.Model, config: TrainConfig) -> keras.Model:
+    """What a run saves: the same base and head without augmentation, which does nothing at
+    inference, and which Keras 3.15 cannot load back (RandomShear rejects its own config)."""
+    return build_full_model(base, head, config, augment=False)
 
 
 def compile_model(model: keras.Model, num_classes: int, learning_rate: float) -> None:
@@ -95,7 +102,8 @@ def freeze_base(base: keras.Model) -> None:
 
 def unfreeze_from(base: keras.Model, layer_name: str) -> list[str]:
     """The chapter's loop: every layer from `layer_name` up trains, everything below is frozen.
-    Returns the names of the unfrozen layers."""
+    BatchNorm layers stay frozen, which keeps them in inference mode (their statistics fixed),
+    as Keras' fine-tuning guide advises. Returns the names of the unfrozen layers."""
     names = [layer.name for layer in base.layers]
     if layer_name not in names:
         raise RunError(f"The base has no layer {layer_name!r} to fine-tune from; "
@@ -103,8 +111,8 @@ def unfreeze_from(base: keras.Model, layer_name: str) -> list[str]:
     base.trainable = True
     start = names.index(layer_name)
     for index, layer in enumerate(base.layers):
-        layer.trainable = index >= start
-    return [layer.name for layer in base.layers[start:] if layer.weights]
+        layer.trainable = index >= start and not isinstance(layer, keras.layers.BatchNormalization)
+    return [layer.name for layer in base.layers[start:] if layer.weights and layer.trainable]
 
 
 def layer_checksums(model: keras.Model) -> dict[str, str]:
@@ -162,3 +170,34 @@ def check_frozen_unchanged(model: keras.Model, audit: dict) -> dict:
         raise RunError(f"Frozen layers changed during phase {audit['phase']}: "
                        f"{', '.join(changed[:5])}. The freeze did not hold; the run is invalid.")
     return audit
+
+
+def layer_below(base: keras.Model, boundary: str) -> str:
+    """The last frozen layer under the fine-tuning boundary: where the frozen prefix ends."""
+    names = [layer.name for layer in base.layers]
+    if boundary not in names or names.index(boundary) < 2:
+        raise RunError(f"Cannot cut the base below {boundary!r}; choose a layer higher up.")
+    return names[names.index(boundary) - 1]
+
+
+def top_model(base: keras.Model, boundary: str) -> keras.Model:
+    """The base from `boundary` up, as a model of its own that shares the base's layers (so
+    training it trains the full model). Only where the graph is a chain at the boundary: a
+    residual connection that skips over it leaves the top without all its inputs."""
+    below = base.get_layer(layer_below(base, boundary))
+    try:
+        return keras.Model(below.output, base.output, name="top")
+    except ValueError as exc:
+        raise RunError(f"The base cannot be cut at {boundary!r} (a connection skips over it: "
+                       f"{exc}); train without the view bank, or choose another layer.") from None
+
+
+def cached_trainer(base: keras.Model, head: keras.Model, boundary: str | None) -> keras.Model:
+    """What trains on cached features: the head alone on base outputs, or, with a boundary,
+    the top of the base (BatchNorm frozen, so in inference mode) and the head on the outputs
+    of the frozen prefix."""
+    if boundary is None:
+        return head
+    top = top_model(base, boundary)
+    inputs = keras.Input(top.input.shape[1:], name="prefix_features")
+    return keras.Model(inputs, head(top(inputs)), name="top_and_head")

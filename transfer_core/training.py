@@ -21,13 +21,15 @@ from .errors import RunError, TransferLabError
 from .features import FeatureCache, FeatureSpec, Stopped
 from .inputs import image_dataset
 from .runs import Run, TrainConfig
-from .strategies import (build_base_for, build_full_model, build_head, check_frozen_unchanged,
-                         compile_model, freeze_base, phase_audit, unfreeze_from)
+from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
+                         check_frozen_unchanged, compile_model, freeze_base, inference_model,
+                         layer_below, phase_audit, unfreeze_from)
 
 
-def feature_spec(config: TrainConfig) -> FeatureSpec:
+def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) -> FeatureSpec:
+    augmentation = tuple(config.augmentation.items()) if views else ()
     return FeatureSpec(config.backbone, config.weights, config.image_size, config.preprocessing,
-                       config.seed)
+                       config.seed, views, augmentation, layer)
 
 
 def train(run: Run, workspace=None) -> dict:
@@ -67,18 +69,19 @@ class _Session:
         augment = self.config.strategy != "feature_extraction"
         self.base, self.head = base, head
         self.model = build_full_model(base, head, self.config, augment)
+        self.saved_model = inference_model(base, head, self.config) if augment else self.model
         base.trainable = True
         tensors_unfrozen = len(self.model.trainable_weights)
         freeze_base(base)
-        if self.config.strategy == "feature_extraction":
-            self._phase("head", self._fit_on_features, tensors_unfrozen)
+        if self.config.strategy == "feature_extraction" or self.config.view_bank:
+            self._train_on_cache(tensors_unfrozen)
         else:
             self._phase("head", self._fit_end_to_end, tensors_unfrozen)
             if self.config.strategy == "fine_tune":
                 unfreeze_from(base, self.config.fine_tune_from)
                 self._phase("fine_tune", self._fit_end_to_end, tensors_unfrozen)
         if not self.run.model_path.exists():  # no validation split: keep the last epoch
-            save_model_atomic(self.model, self.run.model_path)
+            save_model_atomic(self.saved_model, self.run.model_path)
 
     def _phase(self, name: str, fit, tensors_unfrozen: int):
         audit = phase_audit(self.model, self.base, name)
@@ -99,7 +102,7 @@ class _Session:
     def _recorder(self, phase: str, steps: int) -> "RunRecorder":
         offset = 0 if phase == "head" else self.config.epochs
         epochs = self.config.epochs if phase == "head" else self.config.fine_tune_epochs
-        return RunRecorder(self.run, self.model, phase, offset, epochs, steps,
+        return RunRecorder(self.run, self.saved_model, phase, offset, epochs, steps,
                            self.config.total_epochs, self.config.monitor)
 
     def _callbacks(self, recorder):
@@ -109,23 +112,44 @@ class _Session:
                 self.config.monitor, patience=self.config.early_stopping_patience))
         return callbacks
 
-    def _fit_on_features(self, phase: str):
-        cache = FeatureCache(self.workspace)
-        spec = feature_spec(self.config)
-        train = self._features(cache, "train", spec)
-        val = self._features(cache, "validation", spec) if self._has("validation") else None
-        x, y = np.asarray(train.features), self._labels(train.labels)
+    def _train_on_cache(self, tensors_unfrozen: int):
+        """Never compute a frozen layer twice: the frozen part of the base runs once per image
+        (feature_extraction) or once per augmented view (the view bank), and only what trains
+        runs every epoch: the head, or for fine_tune the top of the base and the head."""
+        config = self.config
+        boundary = config.fine_tune_from if config.strategy == "fine_tune" else None
+        self.trainer = cached_trainer(self.base, self.head, boundary)
+        self.cut = layer_below(self.base, boundary) if boundary else None
+        self._phase("head", self._fit_on_cache, tensors_unfrozen)
+        if config.strategy == "fine_tune":
+            unfreeze_from(self.base, config.fine_tune_from)
+            self._phase("fine_tune", self._fit_on_cache, tensors_unfrozen)
+
+    def _fit_on_cache(self, phase: str):
+        config, cache = self.config, FeatureCache(self.workspace)
+        views = config.view_bank if config.strategy != "feature_extraction" else 0
+        train = self._features(cache, "train", feature_spec(config, views, self.cut))
+        val = (self._features(cache, "validation", feature_spec(config, 0, self.cut))
+               if self._has("validation") else None)
+        initial = 0 if phase == "head" else config.epochs
+        data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
+                        config.batch_size, config.seed, initial)
         validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
-        compile_model(self.head, self.num_classes, self.config.learning_rate)
-        recorder = self._recorder(phase, math.ceil(len(y) / self.config.batch_size))
-        self.run.update_status(stage="training the classifier on cached features")
-        self.head.fit(x, y, batch_size=self.config.batch_size, epochs=self.config.epochs,
-                      validation_data=validation, shuffle=True, verbose=0,
-                      callbacks=self._callbacks(recorder))
+        rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
+        compile_model(self.trainer, self.num_classes, rate)
+        recorder = self._recorder(phase, len(data))
+        self.run.update_status(stage="training the classifier on cached features"
+                               if phase == "head" else
+                               f"fine-tuning from {config.fine_tune_from} on cached features")
+        final = config.epochs if phase == "head" else config.total_epochs
+        self.trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
+                         verbose=0, callbacks=self._callbacks(recorder))
 
     def _features(self, cache, split, spec):
+        views = f" ({spec.views} augmented views per image)" if spec.views else ""
+
         def progress(done, total):
-            self.run.update_status(stage=f"extracting {split} features",
+            self.run.update_status(stage=f"extracting {split} features{views}",
                                    progress={"done": done, "total": total})
 
         return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
@@ -158,6 +182,40 @@ class _Session:
 
     def _has(self, split):
         return bool(self.manifest.files(split)[0])
+
+
+class ViewBank(keras.utils.PyDataset):
+    """Batches of cached features for one epoch: every image once, in a new random order,
+    through one of its K views. Image i's view in epoch e is (offset_i + e) mod K, with a
+    random offset per image, so each image cycles through all its views every K epochs."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, views: int, batch_size: int,
+                 seed: int, first_epoch: int = 0):
+        super().__init__()
+        self.features, self.labels, self.views = features, labels, views
+        self.batch_size, self.seed = batch_size, seed
+        self.images = len(labels)
+        self.offsets = np.random.default_rng(seed).integers(0, views, self.images)
+        self.epoch = first_epoch
+        self._shuffle()
+
+    def _shuffle(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.images)
+        views = (self.offsets[order] + self.epoch) % self.views
+        self.rows, self.targets = views * self.images + order, self.labels[order]
+
+    def __len__(self):
+        return math.ceil(self.images / self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        rows = self.rows[part]
+        ordered = np.argsort(rows)  # ascending rows read the memory map sequentially
+        return self.features[rows[ordered]], self.targets[part][ordered]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._shuffle()
 
 
 class RunRecorder(keras.callbacks.Callback):

@@ -1,0 +1,57 @@
+"""The benchmark script keeps working: a tiny extract + cache run through its command line, on
+generated photos (VGG16 at 32 px, random weights). The real benchmark is run by hand, see
+docs/BENCHMARKS.md; this only keeps bench/run.py from rotting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import parse_args
+from conftest import make_kaggle_dataset
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_extract_and_cache_sections_print_a_table_and_write_json(tmp_path):
+    data = make_kaggle_dataset(tmp_path / "photos", per_class=10)
+    out = tmp_path / "benchmarks"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--data", str(data), "--sections", "extract,cache",
+         "--backbones", "vgg16:32", "--images", "20", "--pairs", "1",
+         "--cache-backbone", "vgg16:32", "--cache-images", "20", "--keras-home", "",
+         "--json-out", str(out)],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads((out / "latest.json").read_text())
+    assert len(list(out.glob("*.json"))) == 2  # the timestamped file and latest.json
+    assert list(report["sections"]) == ["extract", "cache"] and report["complete"]
+    assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
+    extract = report["sections"]["extract"]["backbones"]["vgg16@32"]
+    assert len(extract["pairs"]) == 1
+    assert min(extract["ours"], extract["chapter"], extract["bare"]) > 0
+    assert extract["ratio"] == pytest.approx(extract["ours"] / extract["chapter"])
+    assert report["sections"]["extract"]["matmul_before"]["best_gflops"] > 0
+    cache = report["sections"]["cache"]
+    assert cache["images"] == 20 and cache["hit_median"] < cache["miss_seconds"]
+    table = done.stdout
+    assert "vgg16@32, 20 images: images/s" in table and "hit (median of 5)" in table
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--images", "30"], "--images"),
+    (["--sections", "extract,speed"], "--sections"),
+    (["--counts", "2000,1000"], "--counts"),
+    (["--backbones", "resnet50_v2"], "vgg16 and mobilenet_v2"),
+])
+def test_bad_flags_are_refused_with_a_message_that_names_them(argv, flag, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert flag in capsys.readouterr().err

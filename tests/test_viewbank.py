@@ -1,0 +1,120 @@
+"""The view bank and the frozen-prefix cache compute what the full model computes.
+
+A frozen layer is a fixed function, so features cached below the fine-tuning boundary and run
+through the top of the base and the head must give the full model's output (float32, 1e-5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_folder_dataset
+from transfer_core.augment import augmentation_layers
+from transfer_core.datasets import SplitRequest, scan, split
+from transfer_core.evaluation import evaluate
+from transfer_core.features import FeatureCache, FeatureSpec, build_extractor
+from transfer_core.runs import Run, TrainConfig
+from transfer_core.strategies import (build_base_for, build_head, cached_trainer, freeze_base,
+                                      inference_model, layer_below, unfreeze_from)
+from transfer_core.training import ViewBank, train
+
+
+def _augmented_batch(size=32, count=6, seed=3):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (count, size, size, 3)).astype("float32")
+    augment = augmentation_layers(seed=seed)
+    return np.asarray(augment(images, training=True))
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "mobilenet_v2"])
+def test_cached_prefix_path_equals_the_full_model(backbone, tmp_path):
+    config = TrainConfig(manifest="unused.json", backbone=backbone, weights="none",
+                         strategy="fine_tune", image_size=32, classes=["a", "b", "c"])
+    base = build_base_for(config)
+    head = build_head(base.output.shape[1:], 3, config)
+    full = inference_model(base, head, config)
+    cut = layer_below(base, config.fine_tune_from)
+    trainer = cached_trainer(base, head, config.fine_tune_from)
+    extractor = build_extractor(FeatureSpec(backbone, "none", 32, seed=config.seed, layer=cut))
+    unfreeze_from(base, config.fine_tune_from)  # unfrozen top: BatchNorm still inference mode
+    batch = _augmented_batch()
+    expected = np.asarray(full(batch, training=False))
+    cached = np.asarray(trainer(np.asarray(extractor(batch, training=False)), training=False))
+    assert np.abs(expected - cached).max() < 1e-5
+    # and the cut is where the issue says: VGG16's last frozen layer is block4_pool
+    if backbone == "vgg16":
+        assert cut == "block4_pool"
+
+
+def test_head_only_path_equals_the_full_model():
+    config = TrainConfig(manifest="unused.json", backbone="vgg16", weights="none",
+                         strategy="feature_extraction_augmented", image_size=32,
+                         classes=["a", "b"])
+    base = build_base_for(config)
+    freeze_base(base)
+    head = build_head(base.output.shape[1:], 2, config)
+    full = inference_model(base, head, config)
+    extractor = build_extractor(FeatureSpec("vgg16", "none", 32, seed=config.seed))
+    batch = _augmented_batch()
+    expected = np.asarray(full(batch, training=False))
+    cached = np.asarray(head(np.asarray(extractor(batch, training=False)), training=False))
+    assert np.abs(expected - cached).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bank")
+    data = make_folder_dataset(root / "data", per_class=10, size=32)
+    manifest = split(scan(data), SplitRequest(counts=(6, 4, 0), seed=0))
+    manifest.save(root / "workspace", "tiny")
+    return manifest, root / "workspace"
+
+
+def test_the_bank_is_repeatable_and_its_views_differ(tiny_manifest):
+    manifest, workspace = tiny_manifest
+    cache = FeatureCache(workspace)
+    spec = FeatureSpec("vgg16", "none", 32, views=3, seed=5)
+    first = np.array(cache.extract(manifest, "train", spec).features)
+    assert first.shape[0] == 3 * 18
+    cache.clear()
+    again = cache.extract(manifest, "train", spec)
+    assert not again.hit and np.array_equal(first, np.asarray(again.features))
+    other = np.asarray(cache.extract(manifest, "train", FeatureSpec(
+        "vgg16", "none", 32, views=3, seed=6)).features)
+    assert not np.array_equal(first, other)
+    views = first.reshape(3, 18, -1)
+    assert not np.allclose(views[0], views[1]) and not np.allclose(views[1], views[2])
+
+
+def test_each_epoch_shows_every_image_once_and_cycles_its_views():
+    images, views = 10, 3
+    features = np.arange(images * views, dtype="float32")[:, None]  # row number as feature
+    bank = ViewBank(features, np.arange(images), views, batch_size=4, seed=0)
+    seen = {i: set() for i in range(images)}
+    for _epoch in range(views):
+        rows = np.concatenate([bank[b][0][:, 0] for b in range(len(bank))]).astype(int)
+        labels = np.concatenate([bank[b][1] for b in range(len(bank))])
+        assert sorted(rows % images) == list(range(images))  # every image once
+        assert np.array_equal(rows % images, labels)  # each row with its own label
+        for row in rows:
+            seen[row % images].add(row // images)
+        bank.on_epoch_end()
+    assert all(v == set(range(views)) for v in seen.values())  # all K views in K epochs
+
+
+def test_reassembled_model_scores_what_the_cached_trainer_scored(tiny_manifest):
+    manifest, workspace = tiny_manifest
+    config = TrainConfig(manifest=manifest.path, backbone="vgg16", weights="none",
+                         strategy="fine_tune", image_size=32, epochs=2, fine_tune_epochs=2,
+                         learning_rate=1e-3, batch_size=6, view_bank=2)
+    run = Run.create(workspace, config)
+    status = train(run, workspace)
+    assert status["state"] == "finished", status.get("error")
+    phases = run.audit()["phases"]
+    assert phases[1]["layers_changed"] == ["block5_conv1", "block5_conv2", "block5_conv3",
+                                           "dense", "predictions"]
+    best = min(run.epochs(), key=lambda e: e["val_loss"])
+    saved = evaluate(run, split="validation")  # the saved full model, on the images
+    assert saved["loss"] == pytest.approx(best["val_loss"], abs=1e-4)
+    assert saved["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
