@@ -8,6 +8,7 @@ from transfer_core.backbones import BACKBONES, keras_home
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
+from transfer_core.features import bank_bytes
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.strategies import STRATEGY_HELP
 
@@ -86,6 +87,9 @@ def settings_form(manifest) -> TrainConfig | None:
         boundary = c3.selectbox("Unfreeze from layer", layers, key=f"boundary_{name}",
                                 index=layers.index(backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
+    views = 0
+    if strategy != "feature_extraction":
+        views = view_bank_input(facts, strategy, boundary, n_train)
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
@@ -99,7 +103,7 @@ def settings_form(manifest) -> TrainConfig | None:
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100, 0, key="patience")
 
     estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
-                                share_above(name, size, boundary))
+                                share_above(name, size, boundary), views)
     st.caption("Estimated time on this machine: " + " · ".join(
         f"{s.replace('_', ' ')} {human_duration(v)}" for s, v in estimate.items()))
     try:
@@ -109,11 +113,29 @@ def settings_form(manifest) -> TrainConfig | None:
             learning_rate=float(learning_rate), fine_tune_learning_rate=float(fine_tune_lr),
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
-            early_stopping_patience=int(patience) or None, seed=int(seed),
+            early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=int(views),
             classes=manifest.classes)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
+
+
+def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int) -> int:
+    """The view bank: how many augmented views of each photo to compute once."""
+    views = st.number_input(
+        "Augmented views per photo (0 = augment on the fly)", 0, 50, 5, key="view_bank",
+        help="The frozen layers never change, so running every augmented photo through them "
+             "on every epoch repeats the same arithmetic. With K views, each photo is "
+             "augmented K times and pushed once through the frozen part; every epoch then "
+             "trains only the rest on one of those views. 0 is the chapter's way.")
+    if views:
+        layers = facts["layers"]
+        cut = layers[layers.index(boundary) - 1] if strategy == "fine_tune" else layers[-1]
+        size = bank_bytes(n_train, views, facts["layer_shapes"][cut])
+        st.caption(f"The frozen part runs {views}× per photo instead of once per epoch. "
+                   f"The bank of {views} × {n_train} views at `{cut}` takes "
+                   f"{size / 2**30:.2f} GB of disk in the feature cache.")
+    return int(views)
 
 
 def show_run(run: Run):

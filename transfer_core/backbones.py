@@ -178,6 +178,7 @@ def describe(name: str, image_size: int | None = None) -> dict:
     info = {"name": backbone.name, "label": backbone.label, "image_size": size,
             "parameters": parameter_count(base), "flops_per_image": flops_per_image(base),
             "feature_shape": list(base.output.shape[1:]), "layers": [l.name for l in base.layers],
+            "layer_shapes": {l.name: list(l.output.shape[1:]) for l in base.layers},
             "fine_tune_from": backbone.fine_tune_from, "batchnorm_layers": len(batchnorm_layers(base)),
             "summary": backbone.summary}
     import keras

@@ -41,10 +41,11 @@ def measure_throughput(backbone: str, image_size: int | None = None, batch_size:
 
 def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
                      fine_tune_epochs: int, dense_units: int = 256, pooling: str = "flatten",
-                     top_share: float = 0.1) -> dict:
+                     top_share: float = 0.1, views: int = 0) -> dict:
     """Seconds per strategy: base passes at the measured rate, head passes by their FLOPs.
 
-    `top_share` is the fraction of the base's work above the fine-tuning boundary.
+    `top_share` is the fraction of the base's work above the fine-tuning boundary; `views`
+    > 0 is the view bank: the frozen part runs once per view, only the rest every epoch.
     """
     rate = throughput["images_per_second"]
     head_inputs = throughput["feature_size"] if pooling == "flatten" else throughput["feature_channels"]
@@ -52,6 +53,15 @@ def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
     head_epoch = n_train * head_flops / throughput["flops_per_second"]
     base_epoch = (n_train + n_val) / rate
     fine_epoch = (n_train * (1 + (BACKWARD_FACTOR - 1) * top_share) + n_val) / rate + head_epoch
+    if views:
+        bank = (views * n_train + n_val) / rate
+        top_epoch = (n_train + n_val) * top_share / rate
+        return {
+            "feature_extraction": base_epoch + epochs * head_epoch,
+            "feature_extraction_augmented": bank + epochs * head_epoch,
+            "fine_tune": bank + epochs * (top_epoch + head_epoch)
+            + fine_tune_epochs * (top_epoch * BACKWARD_FACTOR + head_epoch),
+        }
     return {
         "feature_extraction": base_epoch + epochs * head_epoch,
         "feature_extraction_augmented": epochs * (base_epoch + head_epoch),
