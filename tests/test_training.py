@@ -25,13 +25,13 @@ from transfer_core.strategies import (build_base_for, build_full_model, build_he
 from transfer_core.training import train
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
-FAST = dict(backbone="vgg16", weights="none", image_size=32, learning_rate=1e-3, batch_size=2)
+FAST = dict(backbone="vgg16", weights="none", image_size=32, learning_rate=2e-3, batch_size=4)
 SETTINGS = {
     "feature_extraction": dict(epochs=6),
-    "feature_extraction_augmented": dict(epochs=6),
-    "fine_tune": dict(epochs=5, fine_tune_epochs=2),
+    "feature_extraction_augmented": dict(epochs=5),
+    "fine_tune": dict(epochs=4, fine_tune_epochs=2),
 }
-PER_CLASS, COUNTS = 20, (10, 5, 5)  # 30 training, 15 validation, 15 test images
+PER_CLASS, COUNTS = 45, (30, 5, 10)  # per class: training, validation, test images
 _TRAINED: dict = {}
 
 
@@ -45,7 +45,7 @@ def trained_runs(tmp_path_factory) -> dict:
         root = tmp_path_factory.mktemp("trained")
         workspace = root / "workspace"
         colours = make_folder_dataset(root / "colours", PER_CLASS)
-        manifest = split(scan(colours), SplitRequest(counts=COUNTS)).save(workspace, "colours")
+        manifest = split(scan(colours, workers=1), SplitRequest(counts=COUNTS)).save(workspace, "colours")
         runs = {}
         for strategy in STRATEGIES:
             config = TrainConfig(manifest=str(manifest), strategy=strategy, **FAST,
@@ -53,8 +53,8 @@ def trained_runs(tmp_path_factory) -> dict:
             runs[strategy] = Run.create(workspace, config, strategy)
             train(runs[strategy], workspace)
         pair = make_folder_dataset(root / "pair", PER_CLASS, classes=("red", "blue"))
-        pair_manifest = split(scan(pair), SplitRequest(counts=COUNTS)).save(workspace, "pair")
-        binary = Run.create(workspace, TrainConfig(manifest=str(pair_manifest), epochs=8, **FAST),
+        pair_manifest = split(scan(pair, workers=1), SplitRequest(counts=COUNTS)).save(workspace, "pair")
+        binary = Run.create(workspace, TrainConfig(manifest=str(pair_manifest), epochs=6, **FAST),
                             "binary")
         train(binary, workspace)
         _TRAINED.update(workspace=workspace, manifest=manifest, runs=runs, binary=binary)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -145,9 +146,8 @@ class FeatureCache:
     def _compute(self, key, paths, labels, spec, batch_size, progress, should_stop) -> FeatureSet:
         started = time.perf_counter()
         extractor = build_extractor(spec)
-        partial = self.root / f"{key}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        # A folder of its own per extraction: two sessions on the same key never collide.
+        partial = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.partial-"))
         try:
             shape = (len(paths) * max(spec.views, 1), *extractor.output.shape[1:])
             check_disk(partial, shape)
@@ -164,11 +164,10 @@ class FeatureCache:
                 "views": spec.views,
                 "feature_shape": list(shape[1:]), "created": time.time(),
                 "images_per_second": images_per_second})
-            final = self.root / key
-            if final.exists():  # another process finished the same key first
+            try:
+                os.rename(partial, self.root / key)
+            except OSError:  # another session finished the same key first: same content
                 shutil.rmtree(partial, ignore_errors=True)
-            else:
-                os.replace(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
