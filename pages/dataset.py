@@ -52,8 +52,10 @@ def folder_source():
         if not config.is_allowed(Path(path), roots):
             st.error(f"{path} is outside the folders this app may read "
                      f"({', '.join(map(str, roots))}). Set TRANSFER_LAB_ROOTS to allow it.")
+            st.session_state.pop("data_folder", None)  # not the images of an earlier choice
         elif not Path(path).is_dir():
             st.error(f"There is no folder {path} on the server.")
+            st.session_state.pop("data_folder", None)
         else:
             st.session_state["data_folder"] = str(Path(path).resolve())
 
@@ -71,6 +73,7 @@ def zip_source():
                 unpacked[upload.file_id] = str(sources.extract_zip(upload, dest))
             except TransferLabError as exc:
                 ui.show_error(exc)
+                st.session_state.pop("data_folder", None)  # not the images of an earlier choice
                 return
     st.session_state["data_folder"] = unpacked[upload.file_id]
 
@@ -100,6 +103,7 @@ def download_source():
             folder = sources.prepare_dogs_vs_cats(ui.workspace(), progress=progress)
         except TransferLabError as exc:
             ui.show_error(exc)
+            st.session_state.pop("data_folder", None)  # not the images of an earlier choice
             return
         st.session_state["data_folder"] = str(folder)
 

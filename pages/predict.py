@@ -41,12 +41,12 @@ if not uploads:
     st.stop()
 
 files = [(upload.name, upload.getvalue()) for upload in uploads]
-results = model.predict([data for _, data in files])
-for (name, data), result in zip(files, results):
+results = model.predict([data for _, data in files], [name for name, _ in files])
+for index, ((name, data), result) in enumerate(zip(files, results)):
     left, right = st.columns([1, 2])
     if "error" in result:
         left.write(f"**{name}**")
-        right.warning(f"{name} could not be read as a photo: {result['error']}.",
+        right.warning(f"Sorry, {result['error']}. Try a photo in JPEG, PNG, BMP, GIF or WebP.",
                       icon=":material/warning:")
         continue
     try:
@@ -61,4 +61,4 @@ for (name, data), result in zip(files, results):
     bars.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%"), height=80 + 40 * len(labels),
                        margin=dict(t=10, b=10, l=0, r=0))
     right.markdown(f"### {result['label']} · {100 * result['confidence']:.1f}%")
-    right.plotly_chart(bars, key=f"bars_{name}_{len(data)}")
+    right.plotly_chart(bars, key=f"bars_{index}_{name}")  # the same photo may come twice

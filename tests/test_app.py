@@ -172,6 +172,7 @@ def workspace(tmp_path, monkeypatch) -> Path:
 def media(monkeypatch):
     """Every file the app hands to the browser (downloads, images), by the URL it gets."""
     import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
     stores = []
@@ -188,7 +189,7 @@ def media(monkeypatch):
         for store in reversed(stores):
             try:
                 return store.get_file(name).content
-            except Exception:
+            except MediaFileStorageError:
                 continue
         raise KeyError(url)
 
@@ -295,7 +296,8 @@ def test_folder_inside_the_allowed_roots_is_scanned_and_split_by_counts(workspac
 def test_folder_outside_the_allowed_roots_is_refused(workspace, folders):
     allowed, outside = folders
     (allowed / "link").symlink_to(outside / "pets")
-    at = open_page("dataset")
+    at = choose_server_folder(open_page("dataset"), str(allowed / "pets"))
+    assert usable_counts(at), "an allowed folder is scanned"
 
     for path in [outside / "pets", allowed / ".." / "outside" / "pets", allowed / "link",
                  Path("/")]:
@@ -304,7 +306,7 @@ def test_folder_outside_the_allowed_roots_is_refused(workspace, folders):
         message = at.error[0].value
         assert message.startswith(f"{path} is outside the folders this app may read"), message
         assert str(allowed) in message and "Set TRANSFER_LAB_ROOTS to allow it." in message
-        assert not at.metric and not at.dataframe, f"{path} was scanned"
+        assert not at.metric and not at.dataframe, "neither it nor the earlier folder is shown"
 
 
 def test_missing_folder_inside_the_roots_says_so(workspace, folders):
@@ -362,8 +364,11 @@ def test_uploaded_zip_is_unpacked_into_the_workspace_and_scanned(workspace, tmp_
 
 def test_uploaded_zip_that_would_write_outside_is_refused_and_writes_nothing(
         workspace, tmp_path):
+    good = zip_bytes({"pets/red/1.png": picture((200, 40, 30)),
+                      "pets/blue/1.png": picture((30, 60, 200))})
+    at = upload_zip(open_page("dataset"), "pets.zip", good)
+    assert usable_counts(at) == {"blue": "1 usable", "red": "1 usable"}
     before = files_under(tmp_path)
-    at = open_page("dataset")
 
     for entry in ["../evil.png", "pets/../../evil.png", "../../../evil.png",
                   str(tmp_path / "outside" / "evil.png")]:
@@ -374,7 +379,7 @@ def test_uploaded_zip_that_would_write_outside_is_refused_and_writes_nothing(
         assert f"contains the entry {entry!r}, which would be written outside the destination " \
                "folder; nothing was unpacked" in at.error[0].value
         assert files_under(tmp_path) == before, "no file was written anywhere"
-        assert not at.metric
+        assert not at.metric, "neither it nor the earlier upload is shown"
 
 
 def test_uploaded_file_that_is_not_a_zip_gets_an_error(workspace):
@@ -606,7 +611,7 @@ def test_predict_page_rejects_a_text_file_politely(on_trained):
 
     assert not predictions(at) and not at.error
     [warning] = texts(at.warning)
-    assert warning.startswith("notes.txt could not be read as a photo")
+    assert warning.startswith("Sorry, notes.txt is not an image")
     assert "JPEG, PNG" in warning
 
 
@@ -616,10 +621,13 @@ def test_predict_page_handles_photos_and_a_text_file_in_one_upload(on_trained, n
         ("sunset.jpg", new_pictures["sunsets"], "image/jpeg"),
         ("notes.txt", b"just some words\n", "text/plain"),
         ("forest.jpg", new_pictures["forests"], "image/jpeg"),
+        ("sunset.jpg", new_pictures["sunsets"], "image/jpeg"),  # the same photo added twice
     ]).run()
     assert_no_exception(at)
 
-    assert len(predictions(at)) == 2
+    assert len(predictions(at)) == 3
+    assert predictions(at)[0] == predictions(at)[2]
     assert [w.split(" ")[0] for w in texts(at.warning)] == ["notes.txt"]
-    assert [image.captions for image in at.image] == [["sunset.jpg"], ["forest.jpg"]]
-    assert len(charts(at)) == 2
+    assert [image.captions for image in at.image] == [["sunset.jpg"], ["forest.jpg"],
+                                                      ["sunset.jpg"]]
+    assert len(charts(at)) == 3

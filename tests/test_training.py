@@ -45,7 +45,8 @@ def trained_runs(tmp_path_factory) -> dict:
         root = tmp_path_factory.mktemp("trained")
         workspace = root / "workspace"
         colours = make_folder_dataset(root / "colours", PER_CLASS)
-        manifest = split(scan(colours, workers=1), SplitRequest(counts=COUNTS)).save(workspace, "colours")
+        manifest = split(scan(colours, workers=1), SplitRequest(counts=COUNTS)).save(
+            workspace, "colours")
         runs = {}
         for strategy in STRATEGIES:
             config = TrainConfig(manifest=str(manifest), strategy=strategy, **FAST,
@@ -53,7 +54,8 @@ def trained_runs(tmp_path_factory) -> dict:
             runs[strategy] = Run.create(workspace, config, strategy)
             train(runs[strategy], workspace)
         pair = make_folder_dataset(root / "pair", PER_CLASS, classes=("red", "blue"))
-        pair_manifest = split(scan(pair, workers=1), SplitRequest(counts=COUNTS)).save(workspace, "pair")
+        pair_manifest = split(scan(pair, workers=1), SplitRequest(counts=COUNTS)).save(
+            workspace, "pair")
         binary = Run.create(workspace, TrainConfig(manifest=str(pair_manifest), epochs=6, **FAST),
                             "binary")
         train(binary, workspace)

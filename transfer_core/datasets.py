@@ -113,7 +113,7 @@ def scan(root: str | Path, workers: int | None = None,
 def _check_all(paths: list[str], workers: int | None,
                progress: Callable[[int, int], None] | None) -> list[str | None]:
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(paths) < 64:
+    if workers == 1 or len(paths) < 500:  # starting worker processes costs ~1 s
         results = []
         for done, path in enumerate(paths, 1):
             results.append(check_image(path))

@@ -20,12 +20,13 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 MAX_PIXELS = 64_000_000
 
 
-def open_rgb(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_rgb(source: str | Path | bytes, max_pixels: int = MAX_PIXELS,
+             name: str | None = None) -> Image.Image:
     """Fully decode `source` (a path or the file's bytes) to an upright RGB image.
 
     Raises ImageError with a reason a person understands.
     """
-    name = "the upload" if isinstance(source, (bytes, bytearray)) else Path(source).name
+    name = name or ("the upload" if isinstance(source, (bytes, bytearray)) else Path(source).name)
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError(f"{name} is empty (zero bytes)")
@@ -69,9 +70,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_array(source: str | Path | bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_array(source: str | Path | bytes, size: tuple[int, int] | None = None,
+               name: str | None = None) -> np.ndarray:
     """RGB uint8 array (H, W, 3), resized to `size` = (height, width) with bilinear filtering."""
-    image = open_rgb(source)
+    image = open_rgb(source, name=name)
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

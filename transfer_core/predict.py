@@ -41,15 +41,15 @@ class Predictor:
         self.image_size = config.image_size
         self.model = load_model(run.model_path)
 
-    def predict(self, sources: list[str | Path | bytes]) -> list[dict]:
+    def predict(self, sources: list[str | Path | bytes], names: list[str] | None = None) -> list[dict]:
         """One result per source: {"label", "probabilities": {class: p}} or {"error": text}.
 
         The good images go through the model in one batch; a bad one does not stop the rest.
         """
         results, arrays, slots = [], [], []
-        for source in sources:
+        for source, name in zip(sources, names or [None] * len(sources)):
             try:
-                arrays.append(load_array(source, (self.image_size, self.image_size)))
+                arrays.append(load_array(source, (self.image_size, self.image_size), name))
                 slots.append(len(results))
                 results.append(None)
             except ImageError as exc:

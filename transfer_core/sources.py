@@ -447,7 +447,13 @@ def prepare_dogs_vs_cats(workspace: Path, progress: Progress | None = None,
         raise DownloadError(f"What {url} sent is not a zip archive (perhaps a web page from a "
                             "proxy or log-in portal); it was deleted. Check the address and the "
                             "connection, then try again.")
-    extract_zip(archive, folder)
+    try:
+        extract_zip(archive, folder)
+    except ArchiveError as exc:
+        # A damaged download would be reused by every retry: delete it so the next try fetches.
+        archive.unlink(missing_ok=True)
+        raise ArchiveError(f"{exc} The damaged download was deleted; try again to fetch it "
+                           "afresh.") from None
     found = _folder_holding(folder, DOGS_VS_CATS_CLASSES)
     if found is None:
         raise DatasetError(f"The archive from {url} has no Cat/ and Dog/ folders. Check the "

@@ -1,19 +1,248 @@
 """A real browser walks the app end to end, as a student would: demo set, a fast run on a tiny
 backbone (reloading the tab while it trains), curves, test evaluation and predictions.
 
+The app is started the way ./run starts it, on a free localhost port with a fresh workspace, and
+driven by Playwright through Debian's Chromium (`/usr/bin/chromium`, which `./test` installs when
+it can; Playwright's own browser download is not used). Without Chromium the test fails in CI
+(CI=true) and is skipped elsewhere, with the reason.
+
 Every page is checked for a Streamlit exception box, traceback text, error messages and browser
 console errors, and saved as a screenshot in test-artifacts/screenshots/ (and in
 $TRANSFER_LAB_SCREENSHOTS when set: `scripts/readme-screenshots` refreshes docs/screenshots/).
+
+Everything lives in this one module: a second conftest.py would shadow tests/conftest.py, which
+the other test modules import as `conftest`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
+import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, expect, sync_playwright
+
+PROJECT = Path(__file__).resolve().parents[2]
+ARTIFACTS = PROJECT / "test-artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+# Console errors that are not the app's, each matched on (message, the URL it names).
+BENIGN_CONSOLE_ERRORS = [
+    # Streamlit issue #7074: opening or reloading a page's own URL (/train) makes the frontend
+    # probe /train/_stcore/health and /train/_stcore/host-config first (404), then the real
+    # /_stcore/… endpoints.
+    (re.compile(r"404"),
+     re.compile(r"^http://127\.0\.0\.1:\d+/[\w-]+/_stcore/(health|host-config)$")),
+]
+# Requests to other hosts are blocked (the app must work offline); these are expected.
+EXPECTED_EXTERNAL = [
+    # st.set_page_config(page_icon=":material/science:"): Streamlit fetches the tab's favicon as
+    # an SVG from Google's font CDN. Only the browser tab's icon is missing without it.
+    re.compile(r"^https://fonts\.gstatic\.com/s/i/short-term/release/materialsymbolsrounded/"),
+]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def find_chromium() -> str | None:
+    """$TRANSFER_LAB_CHROMIUM when set (and then only it), else Debian's or PATH's chromium."""
+    chosen = os.environ.get("TRANSFER_LAB_CHROMIUM")
+    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = find_chromium()
+    if path is None:
+        chosen = os.environ.get("TRANSFER_LAB_CHROMIUM")
+        where = (f"TRANSFER_LAB_CHROMIUM={chosen} is not an executable" if chosen else
+                 "Chromium not found (/usr/bin/chromium or `chromium` on PATH)")
+        reason = (f"{where}: the browser test cannot run. `./test` installs Chromium with "
+                  "apt-get when run as root; otherwise `sudo apt-get install chromium`.")
+        if in_ci():
+            pytest.fail("CI: " + reason, pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """The Streamlit app started the way ./run starts it, on a free port, in a fresh workspace."""
+
+    def __init__(self, workspace: Path, log_path: Path):
+        self.workspace = workspace
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "TRANSFER_LAB_WORKSPACE": str(workspace),
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env.pop("TRANSFER_LAB_DATA", None)  # the Dataset page then offers the demo set first
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=PROJECT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_until_serving(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"streamlit did not serve {self.url} within {timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self._stop_training_workers()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+    def _stop_training_workers(self) -> None:
+        """A run trains in its own session (it outlives the app by design): end ours."""
+        for status_path in (self.workspace / "runs").glob("*/status.json"):
+            try:
+                status = json.loads(status_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if status.get("state") in ("queued", "running") and status.get("pid"):
+                try:
+                    os.kill(int(status["pid"]), signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, chromium_path):
+    server = App(tmp_path_factory.mktemp("workspace"), ARTIFACTS / "e2e" / "streamlit.log")
+    try:
+        server.wait_until_serving()
+        yield server
+    finally:
+        server.stop()
+
+
+class Watcher:
+    """Console errors, uncaught page errors and blocked requests to other hosts."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+        self.external: list[str] = []
+
+    def on_console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = (message.location or {}).get("url", "")
+        if url in self.external:
+            return  # reported as a blocked request below, not twice
+        if any(text.search(message.text) and where.search(url)
+               for text, where in BENIGN_CONSOLE_ERRORS):
+            return
+        self.errors.append(f"console: {message.text} ({url})")
+
+    def on_page_error(self, error) -> None:
+        self.errors.append(f"pageerror: {error}")
+
+    def unexpected_external(self) -> list[str]:
+        return [u for u in self.external if not any(p.search(u) for p in EXPECTED_EXTERNAL)]
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)  # this run's pictures only
+    with sync_playwright() as playwright:
+        # A plain launch starts from a fresh temporary profile (no cookies, no cache).
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    watcher = Watcher()
+    page.on("console", watcher.on_console)
+    page.on("pageerror", watcher.on_page_error)
+
+    def route(route):
+        url = route.request.url
+        if url.startswith(app.url) or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            watcher.external.append(url)
+            route.abort()
+
+    context.route("**/*", route)
+    page.watcher = watcher
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str, publish: bool = True) -> Path:
+    """The whole page (Streamlit scrolls its main area, not the document: grow the viewport to
+    fit it), into test-artifacts/screenshots/ and, when `publish` and $TRANSFER_LAB_SCREENSHOTS
+    names a folder (docs/screenshots for the README), there too."""
+    height = page.evaluate(
+        "() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height)})
+    try:
+        page.wait_for_timeout(800)  # plotly redraws at the new size
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(VIEWPORT)
+    extra = os.environ.get("TRANSFER_LAB_SCREENSHOTS")
+    if extra and publish:
+        target = Path(extra) if Path(extra).is_absolute() else PROJECT / extra
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / path.name)
+    return path
+
+
+# ---- the tour --------------------------------------------------------------------------------
 
 # The fastest combination the Train page offers: random weights need no download, and at 32 px
 # VGG16's features are 1 × 1 × 512, so extraction and three epochs take seconds on a CPU.
@@ -44,7 +273,7 @@ def settle(page: Page, timeout: float = 60) -> None:
         page.wait_for_timeout(100)
 
 
-def check_page(page: Page, name: str, screenshot) -> None:
+def check_page(page: Page, name: str) -> None:
     """What no page may show, then its screenshot."""
     settle(page)
     expect(page.get_by_test_id("stException")).to_have_count(0)
@@ -79,7 +308,19 @@ class Steps:
         self.last = now
 
 
-def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
+def test_a_student_tours_the_app(page: Page, app: App, tmp_path):
+    try:
+        tour(page, app, tmp_path)
+    except BaseException:
+        print(f"streamlit log (tail), all of it in {app.log_path}:\n{app.log()}")
+        try:
+            print(f"the page when it failed: {screenshot(page, 'failure', publish=False)}")
+        except Exception as exc:  # the browser may be what failed
+            print(f"no screenshot of the failure: {exc}")
+        raise
+
+
+def tour(page: Page, app: App, tmp_path: Path) -> None:
     step = Steps()
     page.goto(app.url)
     expect(page.get_by_role("heading", name="Dataset", exact=True)).to_be_visible(timeout=60_000)
@@ -99,25 +340,23 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
     step("demo set checked")
     page.get_by_role("button", name="Save this split").click()
     expect(page.get_by_text("It is now the current dataset")).to_be_visible()
-    expect(page.get_by_test_id("stSidebar")).to_contain_text("train 126 · validation 27 · test 27")
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar).to_contain_text("train 126 · validation 27 · test 27")
     expect(page.get_by_role("heading", name="Sample photos")).to_be_visible()
     for name in CLASSES:
         expect(page.get_by_text(f"{name} · train", exact=True)).to_be_visible()
     settle(page)
     assert page.locator('[data-testid="stImage"] img').count() >= 8 * len(CLASSES)
-    check_page(page, "1-dataset", screenshot)
+    check_page(page, "1-dataset")
     step("split saved")
 
     # Train: the fastest run the page offers.
     go_to(page, "Train")
-    step("DBG nav train")
     settle(page, timeout=120)  # it measures the default backbone on this machine
     page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
     page.get_by_role("option", name="VGG16", exact=True).click()
     settle(page, timeout=120)
-    step("DBG vgg")
     set_number(page, "Image size (pixels)", RUN_SETTINGS["image_size"])
-    step("DBG size")
     page.get_by_text("none (random: for testing only)", exact=True).click()
     settle(page)
     page.get_by_test_id("stRadio").filter(has_text="Strategy").get_by_text(
@@ -125,7 +364,7 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
     settle(page)
     set_number(page, "Epochs", RUN_SETTINGS["epochs"])
     set_number(page, "Learning rate", "1e-3")
-    check_page(page, "2-train", screenshot)
+    check_page(page, "2-train")
     step("run configured")
 
     page.get_by_role("button", name="Start training").click()
@@ -134,26 +373,22 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
     run_name = run_heading.inner_text().removeprefix("Run ").strip()
     config = json.loads((app.workspace / "runs" / run_name / "config.json").read_text())
     assert {k: config[k] for k in RUN_SETTINGS} == RUN_SETTINGS, "the form's values reach the run"
-    sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar).to_contain_text(run_name)
     progress = page.get_by_test_id("stMain").get_by_test_id("stProgress")
     expect(progress).to_be_visible(timeout=120_000)  # the worker process imports TensorFlow
     step("training")
     screenshot(page, "2-train-running")
-    step("DBG shot")
 
     # Reload the tab while it trains: the run lives in its own process and folder, not the tab.
     page.reload()
-    step("DBG reload")
     expect(page.get_by_role("heading", name=f"Run {run_name}")).to_be_visible(timeout=60_000)
-    step("DBG heading")
     expect(progress).to_be_visible()
     expect(sidebar).to_contain_text(run_name)
     step("reloaded, still training")
     expect(page.get_by_text("Finished. The best epoch's model is saved.")).to_be_visible(
         timeout=150_000)
     expect(sidebar).to_contain_text("finished")
-    check_page(page, "2-train-finished", screenshot)
+    check_page(page, "2-train-finished")
     step("run finished")
 
     # Curves: raw points and smoothed lines, for training and validation, in both charts.
@@ -166,7 +401,7 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
         for split in ("training", "validation"):
             for series in ("raw", "smoothed"):
                 assert f"{run_name} · {split} · {series}" in legend, legend
-    check_page(page, "3-curves", screenshot)
+    check_page(page, "3-curves")
     step("curves")
 
     # Evaluate: the held-out test split and its confusion matrix.
@@ -181,7 +416,7 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
     for name in CLASSES:
         expect(matrix.locator(".xtick", has_text=name)).to_have_count(1)
         expect(matrix.locator(".ytick", has_text=name)).to_have_count(1)
-    check_page(page, "4-evaluate", screenshot)
+    check_page(page, "4-evaluate")
     step("evaluated")
 
     # Predict: a photo gets a class and a probability; a text file gets a polite message.
@@ -198,7 +433,7 @@ def test_a_student_tours_the_app(page: Page, app, screenshot, tmp_path):
     warning = page.get_by_test_id("stAlertContentWarning")
     expect(warning).to_contain_text("notes.txt could not be read as a photo", timeout=60_000)
     expect(verdict).to_have_count(1)
-    check_page(page, "5-predict", screenshot)
+    check_page(page, "5-predict")
     step("predicted")
 
     assert page.watcher.unexpected_external() == [], "requests to other hosts (must work offline)"
