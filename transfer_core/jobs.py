@@ -58,11 +58,14 @@ def _training_slot(workspace: Path, run: Run, poll_seconds: float):
             if run.stop_requested():
                 yield False
                 return
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(poll_seconds)
+            # First come, first served: only the head of the line tries for the slot.
+            if queue_position(run, workspace) in (1, None):
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+            time.sleep(poll_seconds)
         try:
             yield True
         finally:

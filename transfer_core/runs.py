@@ -83,7 +83,12 @@ class TrainConfig:
         for ok, name, rule in checks:
             if not ok:
                 raise RunError(f"{name} must be {rule} (got {getattr(self, name)!r}).")
-        AugmentationSettings(**self.augmentation)  # validates the keys
+        try:
+            AugmentationSettings(**self.augmentation)
+        except TypeError:
+            known = ", ".join(AugmentationSettings().to_dict())
+            raise RunError(f"augmentation has an unknown setting in {self.augmentation}; "
+                           f"the settings are: {known}.") from None
 
     @property
     def phases(self) -> list[str]:

@@ -175,7 +175,10 @@ def check_frozen_unchanged(model: keras.Model, audit: dict) -> dict:
 def layer_below(base: keras.Model, boundary: str) -> str:
     """The last frozen layer under the fine-tuning boundary: where the frozen prefix ends."""
     names = [layer.name for layer in base.layers]
-    if boundary not in names or names.index(boundary) < 2:
+    if boundary not in names:
+        raise RunError(f"The base has no layer {boundary!r} to fine-tune from; "
+                       f"pick one of its layers (e.g. {names[-5]}).")
+    if names.index(boundary) < 2:
         raise RunError(f"Cannot cut the base below {boundary!r}; choose a layer higher up.")
     return names[names.index(boundary) - 1]
 

@@ -65,6 +65,8 @@ class _Session:
 
     def execute(self):
         base = build_base_for(self.config)
+        if self.config.strategy == "fine_tune":
+            layer_below(base, self.config.fine_tune_from)  # a bad boundary fails now, not later
         head = build_head(base.output.shape[1:], self.num_classes, self.config)
         augment = self.config.strategy != "feature_extraction"
         self.base, self.head = base, head

@@ -431,7 +431,7 @@ def tour(page: Page, app: App, tmp_path: Path) -> None:
                                  timeout=60_000)
     uploader.set_input_files(notes)  # the uploader keeps the photo and adds this file
     warning = page.get_by_test_id("stAlertContentWarning")
-    expect(warning).to_contain_text("notes.txt could not be read as a photo", timeout=60_000)
+    expect(warning).to_contain_text("Sorry, notes.txt is not an image", timeout=60_000)
     expect(verdict).to_have_count(1)
     check_page(page, "5-predict")
     step("predicted")
