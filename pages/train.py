@@ -157,6 +157,8 @@ def show_run(run: Run):
         stage = status.get("stage", "training")
         text = f"{stage} · {done:.1f} of {total}" if "extract" not in stage else (
             f"{stage} · {done} of {total} images")
+        if not progress.get("total"):
+            text = stage  # no count yet: "starting", not "starting · 0.0 of 1"
         if eta:
             text += f" · about {human_duration(eta)} left"
         st.progress(min(done / total, 1.0), text=text)
