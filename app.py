@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
-from pages import _ui as ui  # noqa: E402
+from app_pages import _ui as ui  # noqa: E402
 
 st.set_page_config(page_title="Transfer Lab", page_icon=":material/science:", layout="wide")
 

@@ -23,8 +23,8 @@ from transfer_core.sources import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # the first script run imports TensorFlow
-PAGES = {"dataset": "pages/dataset.py", "train": "pages/train.py", "curves": "pages/curves.py",
-         "evaluate": "pages/evaluate.py", "predict": "pages/predict.py"}
+PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py", "curves": "app_pages/curves.py",
+         "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py"}
 DEMO_CLASSES = ["forests", "oceans", "sunsets"]
 
 
@@ -127,25 +127,6 @@ def files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def run_the_frame_on_every_page(monkeypatch) -> None:
-    """Run app.py around every page, as `streamlit run` does once st.navigation has been called.
-
-    AppTest resets `PagesManager.uses_pages_directory` before each run, and PagesManager sets it
-    again because a `pages/` folder sits next to app.py; after `switch_page` AppTest then runs
-    the page file alone, in the legacy multipage mode, without the frame (no sidebar). See
-    https://github.com/streamlit/streamlit/pull/14217 and pull/10276 for the flag.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
-
-
 def scan_for_components_once(monkeypatch) -> None:
     """Each AppTest looks for installed custom components (about a second); none are added
     while the tests run, so the first answer stands for all."""
@@ -159,7 +140,6 @@ def scan_for_components_once(monkeypatch) -> None:
 
 @pytest.fixture(autouse=True)
 def frame(monkeypatch):
-    run_the_frame_on_every_page(monkeypatch)
     scan_for_components_once(monkeypatch)
 
 
@@ -416,7 +396,6 @@ def training(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("trained") / "workspace"
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_workspace(monkeypatch, workspace)
-        run_the_frame_on_every_page(monkeypatch)
         scan_for_components_once(monkeypatch)
         demo = make_demo_dataset(workspace / "datasets" / "demo")
         split(scan(demo, workers=1), SplitRequest(fractions=(0.7, 0.15, 0.15))).save(workspace)
@@ -453,7 +432,6 @@ def trained(training):
     at, run = training["at"], training["run"]
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_workspace(monkeypatch, training["workspace"], clear=False)
-        run_the_frame_on_every_page(monkeypatch)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             at.run()  # as the page's fragment does every two seconds
@@ -627,7 +605,7 @@ def test_predict_page_handles_photos_and_a_text_file_in_one_upload(on_trained, n
 
     assert len(predictions(at)) == 3
     assert predictions(at)[0] == predictions(at)[2]
-    assert [w.split(" ")[0] for w in texts(at.warning)] == ["notes.txt"]
+    assert [w.split(" ")[1] for w in texts(at.warning)] == ["notes.txt"]
     assert [image.captions for image in at.image] == [["sunset.jpg"], ["forest.jpg"],
                                                       ["sunset.jpg"]]
     assert len(charts(at)) == 3

@@ -157,7 +157,9 @@ def curves_figure(
         title={"text": f"Training and validation {metric}"},
         xaxis={"title": {"text": "epoch"}},
         yaxis={"title": {"text": metric}, "tickformat": ".0%" if percent else None},
-        legend={"groupclick": "toggleitem"},
+        # Below the plot, in rows: long run names would otherwise squeeze the plot itself.
+        legend={"groupclick": "toggleitem", "orientation": "h", "yanchor": "top", "y": -0.2,
+                "xanchor": "left", "x": 0},
         hovermode="closest",
     )
 

@@ -120,8 +120,11 @@ def _check_all(paths: list[str], workers: int | None,
             if progress and (done % 50 == 0 or done == len(paths)):
                 progress(done, len(paths))
         return results
-    # "spawn": a forked child of a process that runs TensorFlow threads can deadlock.
-    context = multiprocessing.get_context("spawn")
+    # "fork" where there is one: a spawned child re-imports the parent's __main__, which inside
+    # Streamlit is the app script itself. The children only run Pillow, never TensorFlow, so
+    # TensorFlow's threads in the parent do not matter to them.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     chunk = max(16, min(256, len(paths) // (workers * 8)))
     results = []
     with ProcessPoolExecutor(workers, mp_context=context) as pool:

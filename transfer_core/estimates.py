@@ -8,6 +8,7 @@ each strategy's time. Estimates, not promises: they leave out start-up and I/O.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -37,6 +38,25 @@ def measure_throughput(backbone: str, image_size: int | None = None, batch_size:
             "flops_per_image": flops, "flops_per_second": rate * flops,
             "feature_size": int(math.prod(extractor.output.shape[1:])),
             "feature_channels": int(extractor.output.shape[-1])}
+
+
+def remembered_throughput(workspace, backbone: str, image_size: int) -> dict:
+    """measure_throughput, measured once per machine and kept in the workspace's cache, so a
+    fresh app does not pay the measurement again."""
+    import platform
+
+    import tensorflow as tf
+
+    from . import config
+    from .storage import read_json, write_json_atomic
+
+    path = config.cache_dir(workspace) / "throughput.json"
+    key = f"{backbone}:{image_size}:{tf.__version__}:{platform.node()}:{os.cpu_count()}"
+    known = read_json(path, {}) or {}
+    if key not in known:
+        known[key] = measure_throughput(backbone, image_size)
+        write_json_atomic(path, known)
+    return known[key]
 
 
 def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,

@@ -142,7 +142,8 @@ class _Session:
         recorder = self._recorder(phase, len(data))
         self.run.update_status(stage="training the classifier on cached features"
                                if phase == "head" else
-                               f"fine-tuning from {config.fine_tune_from} on cached features")
+                               f"fine-tuning from {config.fine_tune_from} on cached features",
+                               progress=None)
         final = config.epochs if phase == "head" else config.total_epochs
         self.trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
                          verbose=0, callbacks=self._callbacks(recorder))
@@ -166,7 +167,7 @@ class _Session:
         compile_model(self.model, self.num_classes, rate)
         recorder = self._recorder(phase, math.ceil(len(paths) / config.batch_size))
         self.run.update_status(stage="training the classifier on the frozen base" if phase == "head"
-                               else f"fine-tuning from {config.fine_tune_from}")
+                               else f"fine-tuning from {config.fine_tune_from}", progress=None)
         initial = 0 if phase == "head" else config.epochs
         final = config.epochs if phase == "head" else config.total_epochs
         self.model.fit(train, validation_data=validation, epochs=final, initial_epoch=initial,

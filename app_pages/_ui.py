@@ -14,11 +14,11 @@ from transfer_core.errors import TransferLabError
 from transfer_core.runs import Run, list_runs
 
 PAGES = {
-    "dataset": "pages/dataset.py",
-    "train": "pages/train.py",
-    "curves": "pages/curves.py",
-    "evaluate": "pages/evaluate.py",
-    "predict": "pages/predict.py",
+    "dataset": "app_pages/dataset.py",
+    "train": "app_pages/train.py",
+    "curves": "app_pages/curves.py",
+    "evaluate": "app_pages/evaluate.py",
+    "predict": "app_pages/predict.py",
 }
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages import _ui as ui
+from app_pages import _ui as ui
 from transfer_core import jobs
 from transfer_core.backbones import BACKBONES, keras_home
 from transfer_core.curves import curves_figure
@@ -26,9 +26,9 @@ def backbone_facts(name: str, size: int) -> dict:
 
 @st.cache_data(show_spinner=False)
 def throughput(name: str, size: int) -> dict:
-    from transfer_core.estimates import measure_throughput
+    from transfer_core.estimates import remembered_throughput
 
-    return measure_throughput(name, size)
+    return remembered_throughput(ui.workspace(), name, size)
 
 
 @st.cache_data(show_spinner=False)
@@ -73,16 +73,17 @@ def settings_form(manifest) -> TrainConfig | None:
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
                              1, 500, 30, key="epochs")
-    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, 2e-5, format="%.0e",
-                                    key="learning_rate")
+    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, 2e-5, step=1e-5, format="%.1e",
+                                    key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
     batch_size = c3.number_input("Batch size", 1, 512, 20, key="batch_size")
     seed = c4.number_input("Seed", 0, 2**31 - 1, 1337, key="seed")
     fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
     if strategy == "fine_tune":
         c1, c2, c3 = st.columns(3)
         fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500, 100, key="ft_epochs")
-        fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0, 1e-5,
-                                       format="%.0e", key="ft_lr")
+        fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0, 1e-5, step=1e-6,
+                                       format="%.1e", key="ft_lr",
+                                       help="The chapter: 1e-5, lower than the first phase's.")
         layers = facts["layers"][1:]
         boundary = c3.selectbox("Unfreeze from layer", layers, key=f"boundary_{name}",
                                 index=layers.index(backbone.fine_tune_from),

@@ -5,7 +5,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from pages import _ui as ui
+from app_pages import _ui as ui
 from transfer_core import config, sources
 from transfer_core.datasets import PRESETS, SPLITS, SplitRequest, split
 from transfer_core.errors import TransferLabError

@@ -5,7 +5,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _ui as ui
+from app_pages import _ui as ui
 from transfer_core.errors import TransferLabError
 from transfer_core.evaluation import evaluate
 

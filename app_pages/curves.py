@@ -5,7 +5,7 @@ import io
 
 import streamlit as st
 
-from pages import _ui as ui
+from app_pages import _ui as ui
 from transfer_core.curves import best_epoch, curves_figure, curves_table
 
 st.title("Curves")

@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _ui as ui
+from app_pages import _ui as ui
 from transfer_core.errors import ImageError, TransferLabError
 from transfer_core.images import open_rgb
 from transfer_core.predict import Predictor
