@@ -46,7 +46,7 @@ for index, ((name, data), result) in enumerate(zip(files, results)):
     left, right = st.columns([1, 2])
     if "error" in result:
         left.write(f"**{name}**")
-        right.warning(f"Sorry, {result['error']}. Try a photo in JPEG, PNG, BMP, GIF or WebP.",
+        right.warning(f"Sorry, {result['error']}.",
                       icon=":material/warning:")
         continue
     try:

@@ -248,6 +248,12 @@ def screenshot(page, name: str, publish: bool = True) -> Path:
 # VGG16's features are 1 × 1 × 512, so extraction and three epochs take seconds on a CPU.
 RUN_SETTINGS = {"backbone": "vgg16", "image_size": 32, "weights": "none",
                 "strategy": "feature_extraction", "epochs": 3, "learning_rate": 1e-3}
+# For the README's screenshots (scripts/readme-screenshots): real ImageNet MobileNetV2 weights
+# from $KERAS_HOME, so the pictures show transfer learning that works, not a random network.
+if os.environ.get("TRANSFER_LAB_E2E_PRETRAINED"):
+    RUN_SETTINGS = {"backbone": "mobilenet_v2", "image_size": 96, "weights": "imagenet",
+                    "strategy": "feature_extraction", "epochs": 8, "learning_rate": 1e-4}
+BACKBONE_LABELS = {"vgg16": "VGG16", "mobilenet_v2": "MobileNetV2"}
 CLASSES = ("forests", "oceans", "sunsets")
 
 # On two CPU cores the app's first TensorFlow import alone takes ~10 s: be patient by default.
@@ -354,21 +360,23 @@ def tour(page: Page, app: App, tmp_path: Path) -> None:
     go_to(page, "Train")
     settle(page, timeout=120)  # it measures the default backbone on this machine
     page.get_by_test_id("stSelectbox").filter(has_text="Backbone").click()
-    page.get_by_role("option", name="VGG16", exact=True).click()
+    page.get_by_role("option", name=BACKBONE_LABELS[RUN_SETTINGS["backbone"]], exact=True).click()
     settle(page, timeout=120)
     set_number(page, "Image size (pixels)", RUN_SETTINGS["image_size"])
-    page.get_by_text("none (random: for testing only)", exact=True).click()
+    page.get_by_text("none (random: for testing only)" if RUN_SETTINGS["weights"] == "none"
+                     else "ImageNet (pretrained)", exact=True).click()
     settle(page)
     page.get_by_test_id("stRadio").filter(has_text="Strategy").get_by_text(
         "feature extraction", exact=True).click()
     settle(page)
     set_number(page, "Epochs", RUN_SETTINGS["epochs"])
-    set_number(page, "Learning rate", "1e-3")
+    set_number(page, "Learning rate", f"{RUN_SETTINGS['learning_rate']:g}")
     check_page(page, "2-train")
     step("run configured")
 
     page.get_by_role("button", name="Start training").click()
-    run_heading = page.get_by_role("heading", name=re.compile(r"^Run \S+-vgg16-feature_extraction"))
+    run_heading = page.get_by_role("heading", name=re.compile(
+        rf"^Run \S+-{RUN_SETTINGS['backbone']}-feature_extraction"))
     expect(run_heading).to_be_visible()
     run_name = run_heading.inner_text().removeprefix("Run ").strip()
     config = json.loads((app.workspace / "runs" / run_name / "config.json").read_text())
