@@ -95,9 +95,8 @@ def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
 
 def run_label(run: Run) -> str:
     cfg = run.config
-    return f"{run.name} · {run.status().get('state', '?')}" if cfg is None else (
-        f"{run.name} ({cfg.backbone}, {cfg.strategy.replace('_', ' ')}) · "
-        f"{run.status().get('state', '?')}")
+    return (f"{run.name} ({cfg.backbone}, {cfg.strategy.replace('_', ' ')}) · "
+            f"{run.status().get('state', '?')}")
 
 
 # ---- cached work -----------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def folder_signature(folder: str) -> tuple:
     count, latest = 0, 0.0
     for root, _dirs, files in os.walk(folder):
         count += len(files)
-        latest = max([latest] + [os.stat(os.path.join(root, f)).st_mtime for f in files[:5000]])
+        latest = max([latest] + [os.stat(os.path.join(root, f)).st_mtime for f in files])
     return count, latest
 
 
