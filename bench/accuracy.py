@@ -81,7 +81,8 @@ def ours(s, strategy: str) -> dict:
               "val_accuracy_kept": (status.get("best") or {}).get("val_accuracy"),
               "kept_epoch": (status.get("best") or {}).get("global_epoch"),
               "phases": phases, "seconds": sum(phases.values()), "run": str(run.folder)}
-    log("accuracy", f"ours {strategy}: test {result['test_accuracy']:.1%} in {result['seconds']:.0f} s")
+    log("accuracy", f"ours {strategy}: test {result['test_accuracy']:.1%} "
+                    f"in {result['seconds']:.0f} s")
     return result
 
 

@@ -68,7 +68,8 @@ class Settings:
 
 def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     d = Settings(data="", work="")
-    data = os.environ.get("TRANSFER_LAB_BENCH_DATA") or str(ROOT.parent / "shared/data/dogs-vs-cats")
+    data = (os.environ.get("TRANSFER_LAB_BENCH_DATA")
+            or str(ROOT.parent / "shared" / "data" / "dogs-vs-cats"))
     keras_home = os.environ.get("KERAS_HOME") or str(ROOT.parent / "shared/keras-home")
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -135,7 +136,8 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     for flag, n in [("--images", args.images), ("--train-images", args.train_images)]:
         if n < 20 or n % 20 or n > whole - 20:
             fail(flag, f"must be a multiple of 20 between 20 and {whole - 20}")
-    for flag, values in [("--memory-images", memory_images), ("--cache-images", [args.cache_images])]:
+    for flag, values in [("--memory-images", memory_images),
+                         ("--cache-images", [args.cache_images])]:
         if not values or any(n < 20 or n % 20 or n > whole for n in values):
             fail(flag, f"must be multiples of 20 between 20 and {whole}")
     if len(counts) != 3 or any(n < 10 or n % 10 for n in counts) or sum(counts) > PHOTOS_PER_CLASS:
@@ -193,7 +195,9 @@ def table(rows: list[dict]) -> str:
               f"{r['ratio']:.2f}" if r["ratio"] is not None else "", r["target"],
               {True: "PASS", False: "FAIL", None: ""}[r["ok"]]] for r in rows]
     widths = [max(len(str(cell)) for cell in column) for column in zip(head, *lines)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    def fmt(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
 
 
@@ -213,7 +217,8 @@ def main(argv=None) -> int:
                    "memory": speed.memory, "accuracy": accuracy.accuracy,
                    "time": accuracy.time_to_accuracy, "app": app_latency.app}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = {"command": " ".join(["python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+    flags = sys.argv[1:] if argv is None else argv
+    report = {"command": " ".join(["python bench/run.py", *flags]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
               "settings": asdict(settings), "complete": False, "sections": {}}
     started = time.perf_counter()

@@ -60,7 +60,8 @@ def extract(s) -> dict:
         rows.append(row("extract", f"{label}: ours ÷ bare forward", f"{one['of_bare']:.0%}",
                         f"bare {one['bare']:.1f}/s", None, f"≥ {OF_BARE_TARGET:.0%}",
                         one["of_bare"] >= OF_BARE_TARGET))
-        rows.append(row("extract", f"{key}: compute limit", f"{one['gflop_per_image']:.2f} GFLOP/image",
+        rows.append(row("extract", f"{key}: compute limit",
+                        f"{one['gflop_per_image']:.2f} GFLOP/image",
                         f"{one['ceiling']:.1f}/s at {gflops:.0f} GFLOP/s", None,
                         f"bare = {one['bare'] / one['ceiling']:.0%} of limit"))
     result["rows"] = rows
@@ -160,7 +161,8 @@ def cache(s) -> dict:
     result.update(hit_seconds=hits, hit_median=median(hits),
                   read_all_seconds=time.perf_counter() - started)
     target = CACHE_TARGET_SECONDS * n / 8000
-    log("cache", f"{n} images: miss {result['miss_seconds']:.1f} s, hit {result['hit_median']:.3f} s")
+    log("cache", f"{n} images: miss {result['miss_seconds']:.1f} s, "
+                 f"hit {result['hit_median']:.3f} s")
     result["rows"] = [
         row("cache", f"{name}@{size}, {n} images: hit (median of 5)",
             f"{result['hit_median']:.3f} s", f"miss {result['miss_seconds']:.1f} s",
