@@ -34,13 +34,20 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     model = load_model(run.model_path)
     rows = []
     for done, images in enumerate(image_dataset(paths, None, config.image_size, batch_size), 1):
-        rows.append(probabilities(model, images))
+        rows.append(probabilities(model, _padded(images.numpy(), batch_size))[:len(images)])
         if progress:
             progress(min(done * batch_size, len(paths)), len(paths))
     result = summarize(np.concatenate(rows), np.asarray(labels), config.classes, paths)
     result.update(split=split, model_mtime_ns=stamp, seconds=round(time.perf_counter() - started, 2))
     write_json_atomic(run.folder / "evaluation.json", result)
     return result
+
+
+def _padded(images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The last, smaller batch padded to full size: one shape, so the model is traced once."""
+    missing = batch_size - len(images)
+    return np.concatenate([images, np.zeros((missing, *images.shape[1:]), images.dtype)]) \
+        if missing > 0 else images
 
 
 def summarize(probs: np.ndarray, labels: np.ndarray, classes: list[str], paths: list[str]) -> dict:

@@ -151,13 +151,10 @@ class FeatureCache:
         try:
             shape = (len(paths) * max(spec.views, 1), *extractor.output.shape[1:])
             check_disk(partial, shape)
-            features = np.lib.format.open_memmap(partial / "features.npy", mode="w+",
-                                                 dtype="float32", shape=shape)
-            images_per_second = run_extractor(extractor, paths, spec.image_size, batch_size,
-                                              features, progress, should_stop,
-                                              augmentation=view_augmentation(spec))
-            features.flush()
-            del features
+            with NpyWriter(partial / "features.npy", shape) as features:
+                images_per_second = run_extractor(extractor, paths, spec.image_size, batch_size,
+                                                  features, progress, should_stop,
+                                                  augmentation=view_augmentation(spec))
             np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
             write_json_atomic(partial / "meta.json", {
                 "key": key, "spec": spec.cache_identity(), "images": len(paths),
@@ -228,11 +225,39 @@ def check_disk(folder: Path, shape) -> None:
             "Use fewer augmented views, a smaller image size, or clear the feature cache.")
 
 
-def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
-                  out: np.ndarray, progress=None, should_stop=None, augmentation=None) -> float:
-    """Fill `out` with the extractor's outputs for `paths`, in order; returns images/s.
+class NpyWriter:
+    """Writes a float32 .npy file batch by batch, in order. Plain writes, not a memory map:
+    the written pages stay in the page cache, not in the process's memory, so memory stays
+    flat however many images there are."""
 
-    With `augmentation`, `out` holds len(out) // len(paths) views: view v of image i at row
+    def __init__(self, path: Path, shape: tuple):
+        self.path, self.shape, self.rows = Path(path), tuple(int(n) for n in shape), 0
+
+    def __enter__(self):
+        self.handle = open(self.path, "wb")
+        np.lib.format.write_array_header_1_0(self.handle, {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
+            "fortran_order": False, "shape": self.shape})
+        return self
+
+    def __len__(self):
+        return self.shape[0]
+
+    def append(self, batch: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
+        self.rows += len(batch)
+
+    def __exit__(self, kind, *rest):
+        self.handle.close()
+        if kind is None and self.rows != self.shape[0]:
+            raise RuntimeError(f"wrote {self.rows} rows of {self.shape[0]} to {self.path}")
+
+
+def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
+                  out: NpyWriter, progress=None, should_stop=None, augmentation=None) -> float:
+    """Append the extractor's outputs for `paths` to `out`, in order; returns images/s.
+
+    With `augmentation`, `out` takes len(out) // len(paths) views: view v of image i at row
     v * len(paths) + i, each view one pass of the seeded augmentation over all images.
     """
     def apply(x):
@@ -241,7 +266,9 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
             x = augmentation(x, training=True)
         return extractor(x, training=False)
 
-    forward = tf.function(apply, reduce_retracing=True)
+    # One signature for every batch: the last, smaller batch must not trace the model again.
+    signature = tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)
+    forward = tf.function(apply, input_signature=[signature])
     views, total = len(out) // len(paths), len(out)
     started, done = time.perf_counter(), 0
     try:
@@ -250,7 +277,7 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
                 if should_stop and should_stop():
                     raise Stopped()
                 result = forward(batch).numpy()
-                out[done:done + len(result)] = result
+                out.append(result)
                 done += len(result)
                 if progress:
                     progress(done, total)
