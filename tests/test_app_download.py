@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import io
-import threading
 import zipfile
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -18,70 +15,35 @@ from PIL import Image
 # The helpers, and the `frame` and `workspace` fixtures, of the other AppTest module.
 from test_app import (assert_no_exception, button, files_under, frame, open_page,  # noqa: F401
                       texts, usable_counts, workspace)
+from local_site import serving
 from transfer_core import sources
 
 ARCHIVE = "/kagglecatsanddogs_5340.zip"
-
-
-@dataclass
-class Site:
-    """What the local server sends, how it misbehaves, and the Range headers it was sent."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    drop_next_after: int | None = None  # cut the next response after this many body bytes
-    requests: list = field(default_factory=list)
-    progress: list = field(default_factory=list)  # (done, total) as the page was told
-    url: str = ""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        site: Site = self.server.site
-        asked = self.headers.get("Range")
-        site.requests.append((self.path, asked))
-        payload = site.files.get(self.path)
-        if payload is None:
-            return self.send_error(404)
-        start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
-        body = payload[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if site.drop_next_after is not None:
-            body, site.drop_next_after = body[:site.drop_next_after], None
-        self.wfile.write(body)  # HTTP/1.0: the connection closes after this
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def site(monkeypatch):
     """A local web server; the page's "Download and unpack" fetches ARCHIVE from it, and every
     progress call the page receives is recorded in `site.progress`."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.site = Site(url=f"http://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
+    with serving() as site:
+        yield from _redirected_to(site, monkeypatch)
 
+
+def _redirected_to(site, monkeypatch):
     original = sources.prepare_dogs_vs_cats
 
     def from_local_server(workspace, progress=None, url=None):
         def record(done, total):
-            server.site.progress.append((done, total))
+            site.progress.append((done, total))
             if progress:
                 progress(done, total)
-        return original(workspace, progress=record, url=server.site.url + ARCHIVE)
+        return original(workspace, progress=record, url=site.url + ARCHIVE)
 
     # prepare_dogs_vs_cats took DOGS_VS_CATS_URL as its default argument at import, so the
     # constant alone would still send the page to Microsoft: the call is redirected as well.
-    monkeypatch.setattr(sources, "DOGS_VS_CATS_URL", server.site.url + ARCHIVE)
+    monkeypatch.setattr(sources, "DOGS_VS_CATS_URL", site.url + ARCHIVE)
     monkeypatch.setattr(sources, "prepare_dogs_vs_cats", from_local_server)
-    yield server.site
-    server.shutdown()
-    server.server_close()
+    yield site
 
 
 def noisy_jpeg(rgb, seed: int, size=200) -> bytes:
