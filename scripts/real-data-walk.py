@@ -32,16 +32,21 @@ def shot(page, name):
 
 def main(epochs: int = 10) -> None:
     started = time.monotonic()
-    os.environ["TRANSFER_LAB_DATA"] = str(DATA)
+    os.environ["TRANSFER_LAB_ROOTS"] = str(DATA)  # the app may open this folder
     workspace = Path(tempfile.mkdtemp(prefix="real-walk-"))
     app = App(workspace, OUT / "streamlit.log")
-    os.environ.pop("TRANSFER_LAB_DATA")
     try:
         app.wait_until_serving()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(app.url)
+            settle(page)
+            page.get_by_text("Folder on this server", exact=True).click()
+            settle(page)
+            field = page.get_by_role("textbox", name="Folder on the server")
+            field.fill(str(DATA))
+            field.press("Enter")
             settle(page)
             page.get_by_role("button", name="Use this folder").click()
             settle(page, timeout=120)
