@@ -152,3 +152,25 @@ def test_a_queued_run_waits_and_a_stopped_run_keeps_its_best_model(tmp_path):
     finally:
         for run in [first] + ([second] if "second" in locals() else []):
             jobs.stop(run)  # never leave a worker training after a failed assertion
+
+
+def test_sigterm_stops_a_run_like_the_stop_button(tmp_path):
+    import os
+    import signal
+
+    workspace = tmp_path / "workspace"
+    data = make_folder_dataset(tmp_path / "colours", per_class=6)
+    manifest = str(split(scan(data), SplitRequest(counts=(4, 2, 0))).save(workspace, "sig"))
+    run = jobs.start(workspace, TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
+                                            **{**FAST, "batch_size": 4}, epochs=10_000), "sig")
+    try:
+        _wait(lambda: run.epochs() or run.status()["state"] not in ("queued", "running"),
+              120, "the first epoch")
+        os.kill(run.status()["pid"], signal.SIGTERM)
+        asked = time.time()
+        _wait(lambda: run.status()["state"] != "running", 20, "the run to stop", 0.1)
+        assert run.status()["state"] == "stopped", run.status()
+        assert time.time() - asked < 10
+        assert load_model(run.model_path).output_shape == (None, 3)
+    finally:
+        jobs.stop(run)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,12 +44,19 @@ def run_when_free(run: Run, workspace: str | Path, poll_seconds: float = 0.5) ->
     """Wait for the workspace's training slot (or a stop request), then train."""
     from .training import train
 
+    _stop_on_sigterm(run)
     run.update_status(state="queued", pid=os.getpid())
     with _training_slot(Path(workspace), run, poll_seconds) as acquired:
         if not acquired:
             return run.update_status(state="stopped", finished=time.time(), pid=None,
                                      stage="stopped before it started")
         return train(run, workspace)
+
+
+def _stop_on_sigterm(run: Run) -> None:
+    """`kill PID` stops a run as the Stop button does: within a batch, best model kept."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: run.request_stop())
 
 
 @contextlib.contextmanager
