@@ -38,19 +38,33 @@ def share_above(name: str, size: int, boundary: str) -> float:
     return top_share(name, size, boundary)
 
 
+def form_defaults() -> dict:
+    """Where the form starts: a new session (a reload, a second browser) shows the current
+    run's settings, so Start repeats what is shown below; with no run, the chapter's."""
+    if "form_defaults" not in st.session_state:
+        run = ui.current_run()
+        st.session_state["form_defaults"] = run.config.to_dict() if run else {}
+    return st.session_state["form_defaults"]
+
+
 def settings_form(manifest) -> TrainConfig | None:
+    last = form_defaults()
     counts = manifest.counts()
     n_train, n_val = sum(counts["train"].values()), sum(counts["validation"].values())
     left, right = st.columns(2)
     with left:
         name = st.selectbox("Backbone", list(BACKBONES), key="backbone",
+                            index=list(BACKBONES).index(last.get("backbone", "vgg16")),
                             format_func=lambda n: BACKBONES[n].label,
                             help="The pretrained conv base (keras.applications). VGG16 is the "
                                  "chapter's; MobileNetV2 is about 40× cheaper on a CPU.")
         backbone = BACKBONES[name]
-        size = st.number_input("Image size (pixels)", 32, 512, backbone.default_size, step=16,
+        same = last.get("backbone") == name  # the last run's size and boundary fit this base
+        size = st.number_input("Image size (pixels)", 32, 512,
+                               last["image_size"] if same else backbone.default_size, step=16,
                                key=f"size_{name}", help="Every photo is resized to this square.")
         weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
+                           index=int(last.get("weights") == "none"),
                            format_func={"imagenet": "ImageNet (pretrained)",
                                         "none": "none (random: for testing only)"}.get)
         if weights == "imagenet":
@@ -67,41 +81,51 @@ def settings_form(manifest) -> TrainConfig | None:
                    f"{speed['images_per_second']:.1f} images/s here")
 
     strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
+                        index=STRATEGIES.index(last.get("strategy", STRATEGIES[0])),
                         format_func=lambda s: s.replace("_", " "))
     st.info(STRATEGY_HELP[strategy], icon=":material/school:")
 
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
-                             1, 500, 30, key="epochs")
-    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, 2e-5, step=1e-5, format="%.1e",
+                             1, 500, last.get("epochs", 30), key="epochs")
+    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, last.get("learning_rate", 2e-5),
+                                    step=1e-5, format="%.1e",
                                     key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
-    batch_size = c3.number_input("Batch size", 1, 512, 20, key="batch_size")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, 1337, key="seed")
+    batch_size = c3.number_input("Batch size", 1, 512, last.get("batch_size", 20), key="batch_size")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, last.get("seed", 1337), key="seed")
     fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
     if strategy == "fine_tune":
         c1, c2, c3 = st.columns(3)
-        fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500, 100, key="ft_epochs")
-        fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0, 1e-5, step=1e-6,
+        fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500,
+                                           last.get("fine_tune_epochs", 100), key="ft_epochs")
+        fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0,
+                                       last.get("fine_tune_learning_rate", 1e-5), step=1e-6,
                                        format="%.1e", key="ft_lr",
                                        help="The chapter: 1e-5, lower than the first phase's.")
         layers = facts["layers"][1:]
         boundary = c3.selectbox("Unfreeze from layer", layers, key=f"boundary_{name}",
-                                index=layers.index(backbone.fine_tune_from),
+                                index=layers.index(last["fine_tune_from"] if same
+                                                   else backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
     views = 0
     if strategy != "feature_extraction":
-        views = view_bank_input(facts, strategy, boundary, n_train)
+        augmented_before = last.get("strategy", "feature_extraction") != "feature_extraction"
+        views = view_bank_input(facts, strategy, boundary, n_train,
+                                last.get("view_bank", 3) if augmented_before else 3)
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
+                               index=int(last.get("pooling") == "avg"),
                                format_func={"flatten": "Flatten (the chapter)",
                                             "avg": "Global average pooling (smaller, faster)"}.get)
         preprocessing = a2.selectbox("Preprocessing", ["backbone", "rescale"], key="preprocessing",
+                                     index=int(last.get("preprocessing") == "rescale"),
                                      format_func={"backbone": "the backbone's own",
                                                   "rescale": "1/255 (the chapter's)"}.get)
         monitor = a3.selectbox("Keep the model of the best", ["val_loss", "val_accuracy"],
-                               key="monitor")
-        patience = a4.number_input("Early stopping patience (0 = off)", 0, 100, 0, key="patience")
+                               index=int(last.get("monitor") == "val_accuracy"), key="monitor")
+        patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
+                                   last.get("early_stopping_patience") or 0, key="patience")
 
     estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
                                 share_above(name, size, boundary), views)
@@ -121,10 +145,11 @@ def settings_form(manifest) -> TrainConfig | None:
         return None
 
 
-def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int) -> int:
+def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int,
+                    default: int) -> int:
     """The view bank: how many augmented views of each photo to compute once."""
     views = st.number_input(
-        "Augmented views per photo (0 = augment on the fly)", 0, 50, 3, key="view_bank",
+        "Augmented views per photo (0 = augment on the fly)", 0, 50, default, key="view_bank",
         help="The frozen layers never change, so running every augmented photo through them "
              "on every epoch repeats the same arithmetic. With K views, each photo is "
              "augmented K times and pushed once through the frozen part; every epoch then "
