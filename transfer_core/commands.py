@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .cli import command, progress_printer, workspace
@@ -179,8 +180,6 @@ def _epoch_line(record) -> str:
 
 def _follow(run, done_event):
     """Print each finished epoch (and the extraction stage) on stderr while training runs."""
-    import sys
-
     shown, last_stage = 0, None
     while True:
         finished = done_event.wait(1.0)
@@ -210,7 +209,7 @@ class Train:
         ws = workspace(args)
         config = _train_config(args)
         run = Run.create_in(args.run_dir, config) if args.run_dir else Run.create(ws, config)
-        print(f"run: {run.folder}", file=__import__("sys").stderr)
+        print(f"run: {run.folder}", file=sys.stderr)
         done = threading.Event()
         follower = threading.Thread(target=_follow, args=(run, done), daemon=True)
         follower.start()
