@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 import plotly.colors
 import plotly.graph_objects as go
 
+from .history import _global_epoch, _is_number, best_epoch, epoch_records  # noqa: F401
+
 __all__ = [
     "smooth_curve",
     "epoch_records",
@@ -34,7 +36,7 @@ _NOT_METRICS = frozenset(
 )
 
 # Keras' "auto" mode: these metrics improve upwards, everything else (losses) downwards.
-_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall")
+
 
 _SPLITS = (
     # (label, key prefix, marker symbol for raw points, dash for smoothed lines)
@@ -63,29 +65,6 @@ def smooth_curve(points: Sequence[float | None], factor: float = DEFAULT_FACTOR)
         previous = point if previous is None else previous * factor + point * (1 - factor)
         smoothed.append(previous)
     return smoothed
-
-
-def epoch_records(records: Iterable[dict]) -> list[dict]:
-    """The end-of-epoch lines of a metrics log, in training order (per-batch lines dropped)."""
-    epochs = [r for r in records if isinstance(r, dict) and r.get("type") == "epoch"]
-    return sorted(epochs, key=_global_epoch)
-
-
-def best_epoch(records: Iterable[dict], monitor: str = "val_loss") -> dict | None:
-    """The epoch line with the best ``monitor`` value, or None if no epoch has one.
-
-    Lowest wins for losses, highest for accuracy-like metrics, as in Keras' ModelCheckpoint
-    with ``mode="auto"``; on a tie the earlier epoch wins, as a checkpoint would have kept it.
-    """
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}.")
-    sign = -1.0 if _higher_is_better(monitor) else 1.0
-    best, best_score = None, math.inf
-    for record in epoch_records(records):
-        value = record.get(monitor)
-        if _is_number(value) and sign * value < best_score:
-            best, best_score = record, sign * value
-    return best
 
 
 def phase_boundaries(records: Iterable[dict]) -> list[float]:
@@ -279,22 +258,8 @@ def _check_runs(runs) -> dict[str, list[dict]]:
     return runs
 
 
-def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def _number_or_none(value) -> float | None:
     return value if _is_number(value) else None
-
-
-def _global_epoch(record: dict) -> float:
-    value = record.get("global_epoch", record.get("epoch"))
-    return value if _is_number(value) else math.inf
-
-
-def _higher_is_better(name: str) -> bool:
-    return any(part in name for part in _HIGHER_IS_BETTER)
 
 
 def _phase_changes(epochs: list[dict]) -> list[tuple[float, str | None]]:

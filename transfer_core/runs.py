@@ -22,10 +22,10 @@ from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
 from .datasets import load_manifest
 from .errors import RunError
+from .history import best_epoch
 from .storage import append_jsonl, read_json, read_jsonl, write_json_atomic
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
-STATES = ("queued", "running", "finished", "failed", "stopped")
 MONITORS = ("val_loss", "val_accuracy")
 
 
@@ -202,7 +202,7 @@ class Run:
     def summary(self) -> dict:
         """One row for `runs` and the app's run pickers."""
         config, status, epochs = self.config, self.status(), self.epochs()
-        best = _best(epochs, config.monitor)
+        best = best_epoch(epochs, config.monitor)
         evaluation = self.evaluation() or {}
         return {"name": self.name, "folder": str(self.folder), "state": status.get("state"),
                 "backbone": config.backbone, "strategy": config.strategy,
@@ -212,14 +212,6 @@ class Run:
                 "best_val_loss": best.get("val_loss") if best else None,
                 "test_accuracy": evaluation.get("accuracy"), "created": status.get("created"),
                 "error": status.get("error")}
-
-
-def _best(epochs: list[dict], monitor: str) -> dict | None:
-    scored = [e for e in epochs if e.get(monitor) is not None]
-    if not scored:
-        return None
-    pick = min if monitor.endswith("loss") else max
-    return pick(scored, key=lambda e: e[monitor])
 
 
 def _alive(pid) -> bool:
@@ -244,13 +236,6 @@ def list_runs(workspace: str | Path) -> list[Run]:
     folder = paths.runs_dir(Path(workspace))
     runs = [Run(p) for p in folder.iterdir() if (p / "config.json").exists()]
     return sorted(runs, key=lambda r: (r.folder / "config.json").stat().st_mtime, reverse=True)
-
-
-def latest_finished(workspace: str | Path) -> Run | None:
-    for run in list_runs(workspace):
-        if run.model_path.exists() and run.status().get("state") in ("finished", "stopped"):
-            return run
-    return None
 
 
 def find_run(workspace: str | Path, name_or_path: str) -> Run:
