@@ -55,3 +55,30 @@ def test_bad_flags_are_refused_with_a_message_that_names_them(argv, flag, capsys
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert flag in capsys.readouterr().err
+
+
+def test_view_bank_benchmark_splits_each_run_into_phases(tmp_path):
+    """bench/view_bank.py on a tiny split: both paths run, their phases add up to the wall
+    time, the bank path spends time on the bank and the reference does not."""
+    data = make_kaggle_dataset(tmp_path / "photos", per_class=8)
+    out = tmp_path / "view_bank.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, "bench/view_bank.py", "--data", str(data), "--backbone", "vgg16",
+         "--weights", "none", "--image-size", "32", "--counts", "4,2,2", "--epochs", "2",
+         "--views", "2", "--extrapolate", "8,4,4:4", "--work", str(tmp_path),
+         "--json-out", str(out)],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    reference, bank = report["runs"]
+    assert (reference["views"], bank["views"]) == (0, 2)
+    for run in (reference, bank):
+        assert run["state"] == "finished" and 0 <= run["test_accuracy"] <= 1
+        assert sum(run["phases"].values()) == pytest.approx(run["wall_seconds"], abs=0.5)
+        assert [e["phase"] for e in run["epochs"]] == ["head", "head"]
+        assert run["extrapolated_seconds"] > run["phases"]["other"]
+    assert reference["phases"]["bank"] == 0 and reference["cache_bytes"] == 0
+    assert bank["phases"]["bank"] > 0 and bank["cache_bytes"] > 0
+    assert "| 1 | view bank K=2 |" in done.stdout and "at 8,4,4:4" in done.stdout

@@ -154,6 +154,7 @@ def test_an_image_deleted_since_the_split_is_a_clear_error(cache, manifest):
 def test_an_image_broken_since_the_split_is_a_clear_error_and_leaves_no_debris(cache, manifest):
     paths, _ = manifest.files("train")
     Path(paths[1]).write_bytes(b"not a picture any more")
-    with pytest.raises(ImageError, match=Path(paths[1]).name):
+    with pytest.raises(ImageError, match=Path(paths[1]).name) as caught:
         _extract(cache, manifest)
+    assert "changed after the folder was checked" in str(caught.value)
     assert list(cache.root.iterdir()) == []

@@ -13,7 +13,7 @@ from sklearn import metrics
 
 from .datasets import load_manifest
 from .errors import DatasetError
-from .inputs import image_dataset
+from .inputs import inference_batches
 from .predict import load_model, probabilities
 from .runs import Run
 from .storage import write_json_atomic
@@ -33,8 +33,8 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     started = time.perf_counter()
     model = load_model(run.model_path)
     rows = []
-    for done, images in enumerate(image_dataset(paths, None, config.image_size, batch_size), 1):
-        rows.append(probabilities(model, _padded(images.numpy(), batch_size))[:len(images)])
+    for done, images in enumerate(inference_batches(paths, config.image_size, batch_size), 1):
+        rows.append(probabilities(model, _padded(images, batch_size))[:len(images)])
         if progress:
             progress(min(done * batch_size, len(paths)), len(paths))
     result = summarize(np.concatenate(rows), np.asarray(labels), config.classes, paths)

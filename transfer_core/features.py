@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
 from .errors import DatasetError, ImageError
-from .inputs import image_dataset
+from .inputs import inference_batches
 from .layers import Preprocess
 from .storage import write_json_atomic
 
@@ -273,7 +272,7 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
     started, done = time.perf_counter(), 0
     try:
         for _view in range(views):
-            for batch in image_dataset(paths, None, image_size, batch_size):
+            for batch in inference_batches(paths, image_size, batch_size):
                 if should_stop and should_stop():
                     raise Stopped()
                 result = forward(batch).numpy()
@@ -281,11 +280,7 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
                 done += len(result)
                 if progress:
                     progress(done, total)
-    except tf.errors.OpError as exc:
-        # tf.data wraps the ImageError of a file that changed since the scan in a long trace.
-        reason = re.search(r"ImageError: (.+)", exc.message or "")
-        if reason is None:
-            raise
-        raise ImageError(f"{reason.group(1).strip()}. The file changed after the folder was "
-                         "checked; scan and split the folder again.") from None
+    except ImageError as exc:
+        raise ImageError(f"{exc}. The file changed after the folder was checked; scan and "
+                         "split the folder again.") from None
     return done / max(time.perf_counter() - started, 1e-9)

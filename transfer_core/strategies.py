@@ -90,10 +90,11 @@ def inference_model(base: keras.Model, head: keras.Model, config: TrainConfig) -
     return build_full_model(base, head, config, augment=False)
 
 
-def compile_model(model: keras.Model, num_classes: int, learning_rate: float) -> None:
+def compile_model(model: keras.Model, num_classes: int, learning_rate: float,
+                  jit_compile="auto") -> None:
     _, _, loss = output_spec(num_classes)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss=loss,
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=jit_compile)
 
 
 def freeze_base(base: keras.Model) -> None:
