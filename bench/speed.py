@@ -57,7 +57,8 @@ def extract(s) -> dict:
                         f"{one['chapter']:.1f}", one["ratio"],
                         f"≥ {target}× chapter" if target else "",
                         one["ratio"] >= target if target else None))
-        rows.append(row("extract", f"{label}: ours ÷ bare forward", f"{one['of_bare']:.0%}",
+        rows.append(row("extract", f"{label}: ours ÷ bare forward, after the first batch",
+                        f"{one['of_bare']:.0%} ({one['ours_steady']:.1f}/s)",
                         f"bare {one['bare']:.1f}/s", None, f"≥ {OF_BARE_TARGET:.0%}",
                         one["of_bare"] >= OF_BARE_TARGET))
         rows.append(row("extract", f"{key}: compute limit",
@@ -77,7 +78,8 @@ def _extract_one(s, name: str, size: int) -> dict:
     for i in range(s.pairs):
         workspace = fresh_dir(s, "extract")  # empty: a cache miss
         features = FeatureCache(workspace).extract(manifest, "train", spec)
-        ours = {"images_per_second": features.images_per_second, "seconds": features.seconds}
+        ours = {"images_per_second": features.images_per_second, "seconds": features.seconds,
+                "steady": features.steady_images_per_second}
         del features
         shutil.rmtree(workspace)
         reset_keras()
@@ -87,13 +89,16 @@ def _extract_one(s, name: str, size: int) -> dict:
         bare = bare_forward(spec, s.images)
         reset_keras()
         pair = {"ours": ours["images_per_second"], "ours_seconds_with_build": ours["seconds"],
+                "ours_steady": ours["steady"],
                 "chapter": ref["images_per_second"], "bare": bare["images_per_second"],
                 "gflop_per_image": bare["gflop_per_image"]}
         pair["ratio"] = pair["ours"] / pair["chapter"]
-        pair["of_bare"] = pair["ours"] / pair["bare"]
+        # Both after their first batch: bare forward is timed after a warm-up that traces.
+        pair["of_bare"] = pair["ours_steady"] / pair["bare"]
         pairs.append(pair)
         log("extract", f"{name}@{size} pair {i + 1}/{s.pairs}: ours {pair['ours']:.1f}/s, "
                        f"chapter {pair['chapter']:.1f}/s (×{pair['ratio']:.2f}), "
+                       f"ours after the first batch {pair['ours_steady']:.1f}/s, "
                        f"bare {pair['bare']:.1f}/s")
     gflop = pairs[0]["gflop_per_image"]
     return {"pairs": pairs, "images": s.images, "ours": median(p["ours"] for p in pairs),
@@ -101,6 +106,7 @@ def _extract_one(s, name: str, size: int) -> dict:
             "bare": median(p["bare"] for p in pairs),
             "ratio": median(p["ratio"] for p in pairs),
             "of_bare": median(p["of_bare"] for p in pairs),
+            "ours_steady": median(p["ours_steady"] for p in pairs),
             "gflop_per_image": gflop,
             "batch_size": {"ours": 32, "chapter": chapter.BATCH_SIZE}}
 

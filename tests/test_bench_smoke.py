@@ -36,7 +36,8 @@ def test_extract_and_cache_sections_print_a_table_and_write_json(tmp_path):
     assert report["machine"]["cores"] >= 1 and report["machine"]["tensorflow"]
     extract = report["sections"]["extract"]["backbones"]["vgg16@32"]
     assert len(extract["pairs"]) == 1
-    assert min(extract["ours"], extract["chapter"], extract["bare"]) > 0
+    assert min(extract["ours"], extract["chapter"], extract["bare"], extract["ours_steady"]) > 0
+    assert extract["of_bare"] == pytest.approx(extract["ours_steady"] / extract["bare"])
     assert extract["ratio"] == pytest.approx(extract["ours"] / extract["chapter"])
     assert report["sections"]["extract"]["matmul_before"]["best_gflops"] > 0
     cache = report["sections"]["cache"]

@@ -39,7 +39,7 @@ def test_a_second_request_is_a_hit_without_building_a_model(cache, manifest, mon
     calls = []
     first = _extract(cache, manifest, progress=lambda done, total: calls.append((done, total)))
     paths, labels = manifest.files("train")
-    assert not first.hit and first.images_per_second > 0
+    assert not first.hit and first.images_per_second > 0 and first.steady_images_per_second > 0
     assert first.features.shape == (6, 1, 1, 512)
     assert calls == [(4, 6), (6, 6)]
 

@@ -82,6 +82,8 @@ class FeatureSet:
     hit: bool
     seconds: float
     images_per_second: float | None  # of the extraction itself; None on a cache hit
+    # The same after the first batch, whose time is mostly tracing the model.
+    steady_images_per_second: float | None = None
 
     def summary(self) -> dict:
         return {"key": self.key, "cache": "hit" if self.hit else "miss", "images": len(self.labels),
@@ -151,15 +153,15 @@ class FeatureCache:
             shape = (len(paths) * max(spec.views, 1), *extractor.output.shape[1:])
             check_disk(partial, shape)
             with NpyWriter(partial / "features.npy", shape) as features:
-                images_per_second = run_extractor(extractor, paths, spec.image_size, batch_size,
-                                                  features, progress, should_stop,
-                                                  augmentation=view_augmentation(spec))
+                speed = run_extractor(extractor, paths, spec.image_size, batch_size, features,
+                                      progress, should_stop, augmentation=view_augmentation(spec))
             np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
             write_json_atomic(partial / "meta.json", {
                 "key": key, "spec": spec.cache_identity(), "images": len(paths),
                 "views": spec.views,
                 "feature_shape": list(shape[1:]), "created": time.time(),
-                "images_per_second": images_per_second})
+                "images_per_second": speed.images_per_second,
+                "steady_images_per_second": speed.steady_images_per_second})
             try:
                 os.rename(partial, self.root / key)
             except OSError:  # another session finished the same key first: same content
@@ -169,7 +171,8 @@ class FeatureCache:
             raise
         result = self.load(key, paths)
         result.hit, result.seconds = False, time.perf_counter() - started
-        result.images_per_second = images_per_second
+        result.images_per_second = speed.images_per_second
+        result.steady_images_per_second = speed.steady_images_per_second
         return result
 
     def size_bytes(self) -> int:
@@ -252,9 +255,27 @@ class NpyWriter:
             raise RuntimeError(f"wrote {self.rows} rows of {self.shape[0]} to {self.path}")
 
 
+@dataclass
+class ExtractionSpeed:
+    images: int
+    seconds: float
+    first_batch_images: int
+    first_batch_seconds: float  # mostly tracing the model
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+    @property
+    def steady_images_per_second(self) -> float | None:
+        rest = self.images - self.first_batch_images
+        return rest / max(self.seconds - self.first_batch_seconds, 1e-9) if rest else None
+
+
 def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
-                  out: NpyWriter, progress=None, should_stop=None, augmentation=None) -> float:
-    """Append the extractor's outputs for `paths` to `out`, in order; returns images/s.
+                  out: NpyWriter, progress=None, should_stop=None,
+                  augmentation=None) -> ExtractionSpeed:
+    """Append the extractor's outputs for `paths` to `out`, in order; returns how fast.
 
     With `augmentation`, `out` takes len(out) // len(paths) views: view v of image i at row
     v * len(paths) + i, each view one pass of the seeded augmentation over all images.
@@ -269,7 +290,7 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
     signature = tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)
     forward = tf.function(apply, input_signature=[signature])
     views, total = len(out) // len(paths), len(out)
-    started, done = time.perf_counter(), 0
+    started, done, first = time.perf_counter(), 0, None
     try:
         for _view in range(views):
             for batch in inference_batches(paths, image_size, batch_size):
@@ -278,9 +299,10 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
                 result = forward(batch).numpy()
                 out.append(result)
                 done += len(result)
+                first = first or (done, time.perf_counter() - started)
                 if progress:
                     progress(done, total)
     except ImageError as exc:
         raise ImageError(f"{exc}. The file changed after the folder was checked; scan and "
                          "split the folder again.") from None
-    return done / max(time.perf_counter() - started, 1e-9)
+    return ExtractionSpeed(done, time.perf_counter() - started, *first)
