@@ -113,3 +113,14 @@ def test_a_user_error_is_one_line_and_exit_status_1(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing" in lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
 
+
+
+def test_train_uses_the_view_bank_unless_told_otherwise(tmp_path):
+    """The CLI's default K is the Train page's (3); --view-bank 0 is the chapter's way."""
+    from transfer_core.commands import _train_config
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", str(tmp_path / "m.json")])
+    assert _train_config(args).view_bank == 3
+    args = parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "0"])
+    assert _train_config(args).view_bank == 0
