@@ -1,9 +1,9 @@
 """Fast feature extraction (the chapter's method 1) and its on-disk cache.
 
-The conv base runs once over a split; its outputs are streamed into a memory-mapped .npy file
+The conv base runs once over a split; its outputs are written batch by batch to a .npy file
 under the workspace, keyed by everything that changes them (the files with size and mtime,
-backbone, weights, input size, preprocessing). A second request with the same key opens the
-file without building a model; any change is a miss.
+backbone, weights, input size, preprocessing, and the views of a view bank). A second request
+with the same key memory-maps the file without building a model; any change is a miss.
 """
 
 from __future__ import annotations
