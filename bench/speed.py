@@ -79,7 +79,8 @@ def _extract_one(s, name: str, size: int) -> dict:
         workspace = fresh_dir(s, "extract")  # empty: a cache miss
         features = FeatureCache(workspace).extract(manifest, "train", spec)
         ours = {"images_per_second": features.images_per_second, "seconds": features.seconds,
-                "steady": features.steady_images_per_second}
+                # One batch only (a tiny run) has no rate after the first batch: the whole.
+                "steady": features.steady_images_per_second or features.images_per_second}
         del features
         shutil.rmtree(workspace)
         reset_keras()
