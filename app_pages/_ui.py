@@ -138,30 +138,35 @@ def needs(what: str, page: str, label: str) -> None:
 def sidebar_status() -> None:
     """The frame's sidebar: the current dataset and the current or last run."""
     with st.sidebar:
-        st.caption("Current dataset")
-        manifest = current_manifest()
-        if manifest is None:
-            st.write("none yet")
-        else:
-            counts = manifest.counts()
-            st.write(f"**{Path(manifest.path).stem}**")
-            st.caption(" · ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
-                       + f" · {len(manifest.classes)} classes")
-        st.caption("Current run")
-        run = current_run()
-        if run is None:
-            st.write("none yet")
-        else:
-            status = run.status()
-            state = status.get("state", "?")
-            # Material icons ship with Streamlit; emoji need a colour-emoji font, which a
-            # fresh Linux machine may lack (the icon then shows as an empty box).
-            icon = {"running": ":material/directions_run:", "queued": ":material/hourglass_top:",
-                    "finished": ":material/check_circle:", "failed": ":material/error:",
-                    "stopped": ":material/stop_circle:"}.get(state, "")
-            st.write(f"**{run.name}**")
-            st.caption(f"{icon} {state}" + (f" · epoch {status.get('global_epoch')}/"
-                                            f"{status.get('total_epochs')}"
-                                            if state == "running" and status.get("global_epoch")
-                                            else ""))
+        _sidebar_entry("Current dataset", current_manifest(), _show_manifest)
+        _sidebar_entry("Current run", current_run(), _show_run)
         st.caption(f"Workspace: `{workspace()}`")
+
+
+def _sidebar_entry(title: str, item, show) -> None:
+    st.caption(title)
+    if item is None:
+        st.write("none yet")
+    else:
+        show(item)
+
+
+def _show_manifest(manifest) -> None:
+    counts = manifest.counts()
+    st.write(f"**{Path(manifest.path).stem}**")
+    st.caption(" · ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+               + f" · {len(manifest.classes)} classes")
+
+
+def _show_run(run) -> None:
+    status = run.status()
+    state = status.get("state", "?")
+    # Material icons ship with Streamlit; emoji need a colour-emoji font, which a fresh Linux
+    # machine may lack (the icon then shows as an empty box).
+    icon = {"running": ":material/directions_run:", "queued": ":material/hourglass_top:",
+            "finished": ":material/check_circle:", "failed": ":material/error:",
+            "stopped": ":material/stop_circle:"}.get(state, "")
+    st.write(f"**{run.name}**")
+    epoch = (f" · epoch {status.get('global_epoch')}/{status.get('total_epochs')}"
+             if state == "running" and status.get("global_epoch") else "")
+    st.caption(f"{icon} {state}{epoch}")

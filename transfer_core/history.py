@@ -35,6 +35,11 @@ def best_epoch(records: Iterable[dict], monitor: str = "val_loss") -> dict | Non
     return best
 
 
+def is_better(value: float, best: float, monitor: str) -> bool:
+    """Whether `value` of `monitor` beats `best`, by the same rule as best_epoch."""
+    return value > best if _higher_is_better(monitor) else value < best
+
+
 def _is_number(value) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))

@@ -19,6 +19,7 @@ from .datasets import load_manifest
 from .device import configure
 from .errors import RunError, TransferLabError
 from .features import FeatureCache, FeatureSpec, Stopped
+from .history import is_better
 from .inputs import image_dataset
 from .runs import Run, TrainConfig
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
@@ -139,8 +140,9 @@ class _Session:
         validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
         rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
         # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel: an epoch
-        # of the chapter's head on 4,000 MobileNetV2 features took 7.6 s instead of 21 s on
-        # this CPU. With layers of the base training too it was slower there, so only the head.
+        # of the chapter's head on 4,000 MobileNetV2 features took about 8 s instead of 21–41 s on
+        # this CPU (`bench/probes.py head`). With layers of the base training too it was
+        # slower there, so only the head.
         compile_model(self.trainer, self.num_classes, rate,
                       jit_compile=True if self.cut is None else "auto")
         recorder = self._recorder(phase, len(data))
@@ -235,7 +237,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.offset, self.phase_epochs, self.steps = offset, phase_epochs, steps
         self.total_epochs, self.monitor = total_epochs, monitor
         self.every = max(1, steps // 25)
-        self.best = _previous_best(run, monitor)
+        self.best = (run.status().get("best") or {}).get(monitor)  # from an earlier phase
         self.started = time.time()
         self.last_write = 0.0
 
@@ -277,7 +279,7 @@ class RunRecorder(keras.callbacks.Callback):
             record[key] = _num(logs.get(key))
         self.run.log_metric(record)
         value = record.get(self.monitor)
-        if value is not None and (self.best is None or _better(value, self.best, self.monitor)):
+        if value is not None and (self.best is None or is_better(value, self.best, self.monitor)):
             self.best = value
             save_model_atomic(self.full_model, self.run.model_path)
             self.run.update_status(best={"global_epoch": epoch + 1, self.monitor: value,
@@ -286,15 +288,6 @@ class RunRecorder(keras.callbacks.Callback):
     def _check_stop(self):
         if self.run.stop_requested():
             raise Stopped()
-
-
-def _previous_best(run: Run, monitor: str):
-    best = (run.status().get("best") or {}).get(monitor)
-    return best
-
-
-def _better(value, best, monitor):
-    return value < best if monitor.endswith("loss") else value > best
 
 
 def _num(value):
