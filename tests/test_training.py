@@ -22,7 +22,7 @@ from transfer_core.storage import read_json
 from transfer_core.strategies import (build_base_for, build_full_model, build_head,
                                       check_frozen_unchanged, freeze_base, output_spec,
                                       phase_audit, unfreeze_from)
-from transfer_core.training import train
+from transfer_core.training import RunRecorder, train
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 FAST = dict(backbone="vgg16", weights="none", image_size=32, learning_rate=2e-3, batch_size=4)
@@ -96,6 +96,20 @@ def test_status_json_says_finished_with_times(strategy_run):
     assert status["global_epoch"] == status["total_epochs"] == strategy_run.config.total_epochs
     assert 1 <= status["best"]["global_epoch"] <= status["total_epochs"]
     assert strategy_run.status() == status  # a finished run reads as recorded
+
+
+def test_a_fast_last_epoch_still_shows_as_done(tmp_path):
+    """Batch progress is throttled; the epoch's end must still move the status on."""
+    run = Run.create_in(tmp_path / "run", TrainConfig(manifest="m.json", classes=["a", "b"], **FAST))
+    recorder = RunRecorder(run, None, "head", offset=0, phase_epochs=2, steps=1, total_epochs=2,
+                           monitor="val_loss")
+    for epoch in range(2):  # both epochs inside the half-second throttle
+        recorder.on_epoch_begin(epoch)
+        recorder.on_train_batch_end(0, {"loss": 0.5})
+        recorder.on_epoch_end(epoch, {"loss": 0.5})  # no val_loss: nothing to save
+    status = run.status()
+    assert (status["epoch"], status["global_epoch"], status["total_epochs"]) == (2, 2, 2)
+    assert status["progress"]["done"] == 2 and status["progress"]["eta_seconds"] == 0
 
 
 def test_metrics_have_one_epoch_line_per_epoch_and_phase(strategy_run):

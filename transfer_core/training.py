@@ -250,9 +250,6 @@ class RunRecorder(keras.callbacks.Callback):
         logs = logs or {}
         global_epoch = getattr(self, "_epoch", self.offset)
         done = global_epoch + (batch + 1) / self.steps
-        elapsed = now - self.started
-        own = done - self.offset
-        eta = elapsed / own * (self.total_epochs - done) if own > 0 else None
         record = {"type": "progress", "phase": self.phase, "epoch": global_epoch - self.offset + 1,
                   "global_epoch": global_epoch + 1, "batch": batch + 1, "batches": self.steps,
                   "loss": _num(logs.get("loss")), "accuracy": _num(logs.get("accuracy"))}
@@ -261,7 +258,7 @@ class RunRecorder(keras.callbacks.Callback):
                                phase_epochs=self.phase_epochs, global_epoch=record["global_epoch"],
                                total_epochs=self.total_epochs,
                                progress={"done": round(done, 3), "total": self.total_epochs,
-                                         "eta_seconds": eta})
+                                         "eta_seconds": self._eta(done)})
 
     def on_test_batch_end(self, batch, logs=None):
         self._check_stop()
@@ -278,12 +275,24 @@ class RunRecorder(keras.callbacks.Callback):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             record[key] = _num(logs.get(key))
         self.run.log_metric(record)
+        # Batch progress is written at most twice a second, so the epoch's end always writes
+        # its own: a fast last epoch must not leave the status one epoch behind.
+        changes = dict(phase=self.phase, epoch=record["epoch"], phase_epochs=self.phase_epochs,
+                       global_epoch=epoch + 1, total_epochs=self.total_epochs,
+                       progress={"done": epoch + 1, "total": self.total_epochs,
+                                 "eta_seconds": self._eta(epoch + 1)})
         value = record.get(self.monitor)
         if value is not None and (self.best is None or is_better(value, self.best, self.monitor)):
             self.best = value
             save_model_atomic(self.full_model, self.run.model_path)
-            self.run.update_status(best={"global_epoch": epoch + 1, self.monitor: value,
-                                         "val_accuracy": record["val_accuracy"]})
+            changes["best"] = {"global_epoch": epoch + 1, self.monitor: value,
+                               "val_accuracy": record["val_accuracy"]}
+        self.run.update_status(**changes)
+
+    def _eta(self, done: float):
+        """Seconds left, from this phase's pace so far (None before any of it is done)."""
+        own = done - self.offset
+        return (time.time() - self.started) / own * (self.total_epochs - done) if own > 0 else None
 
     def _check_stop(self):
         if self.run.stop_requested():
