@@ -8,7 +8,7 @@ from transfer_core.backbones import BACKBONES, keras_home
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.features import bank_bytes
+from transfer_core.features import view_bank_bytes
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.strategies import STRATEGY_HELP
 
@@ -110,7 +110,7 @@ def settings_form(manifest) -> TrainConfig | None:
     views = 0
     if strategy != "feature_extraction":
         augmented_before = last.get("strategy", "feature_extraction") != "feature_extraction"
-        views = view_bank_input(facts, strategy, boundary, n_train,
+        views = view_bank_input(facts, strategy, boundary, n_train, n_val,
                                 last.get("view_bank", 3) if augmented_before else 3)
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
@@ -145,7 +145,7 @@ def settings_form(manifest) -> TrainConfig | None:
         return None
 
 
-def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int,
+def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_val: int,
                     default: int) -> int:
     """The view bank: how many augmented views of each photo to compute once."""
     views = st.number_input(
@@ -159,11 +159,15 @@ def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int,
              "test accuracy at 3 epochs over three seeds (docs/BENCHMARKS.md).")
     if views:
         layers = facts["layers"]
-        cut = layers[layers.index(boundary) - 1] if strategy == "fine_tune" else layers[-1]
-        size = bank_bytes(n_train, views, facts["layer_shapes"][cut])
+        cut = layers[layers.index(boundary) - 1] if strategy == "fine_tune" else None
+        parts = view_bank_bytes(facts["layer_shapes"], cut, layers[-1], views, n_train, n_val)
+        where = f"`{cut}`, the top of the frozen part," if cut else "the base's output"
+        head = (f", and {parts['head phase'] / 2**30:.2f} GB for the same at the base's output, "
+                "which the first phase trains on" if cut else "")
         st.caption(f"The frozen part runs {views}× per photo instead of once per epoch. "
-                   f"The bank of {views} × {n_train} views at `{cut}` takes "
-                   f"{size / 2**30:.2f} GB of disk in the feature cache.")
+                   f"The bank takes {sum(parts.values()) / 2**30:.2f} GB of disk in the feature "
+                   f"cache: {views} × {n_train} training views and {n_val} validation photos at "
+                   f"{where}{head}.")
     return int(views)
 
 

@@ -11,10 +11,13 @@ import pytest
 
 from conftest import make_folder_dataset
 from transfer_core.augment import augmentation_layers
-from transfer_core.datasets import SplitRequest, scan, split
+from transfer_core.backbones import describe
+from transfer_core.datasets import SplitRequest, load_manifest, scan, split
 from transfer_core.evaluation import evaluate
-from transfer_core.features import FeatureCache, FeatureSpec, build_extractor
+from transfer_core.features import (FeatureCache, FeatureSpec, build_extractor,
+                                     view_bank_bytes)
 from transfer_core.runs import Run, TrainConfig
+from transfer_core.storage import read_json
 from transfer_core.strategies import (build_base_for, build_head, cached_trainer, freeze_base,
                                       inference_model, layer_below, unfreeze_from)
 from transfer_core.training import ViewBank, train
@@ -103,7 +106,8 @@ def test_each_epoch_shows_every_image_once_and_cycles_its_views():
     assert all(v == set(range(views)) for v in seen.values())  # all K views in K epochs
 
 
-def test_reassembled_model_scores_what_the_cached_trainer_scored(tiny_manifest):
+@pytest.fixture(scope="module")
+def fine_tune_bank_run(tiny_manifest):
     manifest, workspace = tiny_manifest
     config = TrainConfig(manifest=manifest.path, backbone="vgg16", weights="none",
                          strategy="fine_tune", image_size=32, epochs=2, fine_tune_epochs=2,
@@ -111,6 +115,11 @@ def test_reassembled_model_scores_what_the_cached_trainer_scored(tiny_manifest):
     run = Run.create(workspace, config)
     status = train(run, workspace)
     assert status["state"] == "finished", status.get("error")
+    return run
+
+
+def test_reassembled_model_scores_what_the_cached_trainer_scored(fine_tune_bank_run):
+    run = fine_tune_bank_run
     phases = run.audit()["phases"]
     assert phases[1]["layers_changed"] == ["block5_conv1", "block5_conv2", "block5_conv3",
                                            "dense", "predictions"]
@@ -118,3 +127,40 @@ def test_reassembled_model_scores_what_the_cached_trainer_scored(tiny_manifest):
     saved = evaluate(run, split="validation")  # the saved full model, on the images
     assert saved["loss"] == pytest.approx(best["val_loss"], abs=1e-4)
     assert saved["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+
+
+def test_fine_tune_head_phase_trains_on_base_outputs_derived_once(fine_tune_bank_run, tmp_path):
+    """The head phase does not run the frozen top every epoch: its input, the base's output
+    for each view, is computed once from the prefix bank, and is what the photos give."""
+    run, config = fine_tune_bank_run, fine_tune_bank_run.config
+    manifest, workspace = load_manifest(config.manifest), run.folder.parent.parent
+    spec = FeatureSpec("vgg16", "none", 32, seed=config.seed, views=2,
+                       augmentation=tuple(config.augmentation.items()))
+    derived = FeatureCache(workspace).extract(manifest, "train", spec)
+    assert derived.hit  # the run left it in the cache
+    meta = read_json(derived.folder / "meta.json")
+    prefix = read_json(FeatureCache(workspace).root / meta["derived_from"] / "meta.json")
+    assert prefix["spec"]["layer"] == "block4_pool" and prefix["views"] == 2
+    from_photos = FeatureCache(tmp_path).extract(manifest, "train", spec)
+    assert not from_photos.hit and from_photos.features.shape == derived.features.shape
+    assert np.abs(np.asarray(from_photos.features) - np.asarray(derived.features)).max() < 1e-5
+
+
+def test_the_disk_use_shown_before_a_fine_tune_bank_is_what_it_writes(fine_tune_bank_run):
+    run, config = fine_tune_bank_run, fine_tune_bank_run.config
+    manifest, cache = load_manifest(config.manifest), FeatureCache(run.folder.parent.parent)
+    facts = describe("vgg16", 32)
+    shown = view_bank_bytes(facts["layer_shapes"], "block4_pool", facts["layers"][-1], views=2,
+                            n_train=len(manifest.files("train")[0]),
+                            n_val=len(manifest.files("validation")[0]))
+    written = {}
+    for views, layer, split in [(2, "block4_pool", "train"), (0, "block4_pool", "validation"),
+                                (2, None, "train"), (0, None, "validation")]:
+        spec = FeatureSpec("vgg16", "none", 32, seed=config.seed, views=views, layer=layer,
+                           augmentation=tuple(config.augmentation.items()) if views else ())
+        found = cache.extract(manifest, split, spec)
+        assert found.hit  # the run cached exactly these four sets
+        written[(layer, split)] = found.features.nbytes
+    assert shown == {"training views": written[("block4_pool", "train")],
+                     "validation": written[("block4_pool", "validation")],
+                     "head phase": written[(None, "train")] + written[(None, "validation")]}

@@ -79,7 +79,8 @@ def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
         return {
             "feature_extraction": base_epoch + epochs * head_epoch,
             "feature_extraction_augmented": bank + epochs * head_epoch,
-            "fine_tune": bank + epochs * (top_epoch + head_epoch)
+            # The prefix bank, then the top once over it (the head phase's input): one full pass.
+            "fine_tune": bank + epochs * head_epoch
             + fine_tune_epochs * (top_epoch * BACKWARD_FACTOR + head_epoch),
         }
     return {

@@ -4,6 +4,8 @@ The conv base runs once over a split; its outputs are written batch by batch to 
 under the workspace, keyed by everything that changes them (the files with size and mtime,
 backbone, weights, input size, preprocessing, and the views of a view bank). A second request
 with the same key memory-maps the file without building a model; any change is a miss.
+Features can also be derived from features cut lower in the base (`Derivation`): the same
+function, without decoding or re-running the layers below the cut.
 """
 
 from __future__ import annotations
@@ -93,6 +95,15 @@ class FeatureSet:
                 "folder": str(self.folder)}
 
 
+@dataclass
+class Derivation:
+    """Where to compute features from instead of the photos: `source`, the same images and
+    views cut lower in the base, through `layers`, the frozen layers from that cut up."""
+
+    source: FeatureSet
+    layers: keras.Model
+
+
 def file_fingerprints(paths: list[str]) -> list[list]:
     """(path, size, mtime) per file: changes when a file is replaced or edited."""
     out = []
@@ -130,8 +141,10 @@ class FeatureCache:
 
     def extract(self, manifest: Manifest, split: str, spec: FeatureSpec, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> FeatureSet:
-        """Features of one split: from the cache when possible, else computed and stored."""
+                should_stop: Callable[[], bool] | None = None,
+                derivation: Derivation | None = None) -> FeatureSet:
+        """Features of one split: from the cache when possible, else computed and stored,
+        from the photos or, with `derivation`, from lower features of the same views."""
         paths, labels = manifest.files(split)
         if not paths:
             raise DatasetError(f"The {split} split of {manifest.path or 'this manifest'} is empty.")
@@ -142,23 +155,22 @@ class FeatureCache:
             if progress:
                 progress(len(paths), len(paths))
             return cached
-        return self._compute(key, paths, labels, spec, batch_size, progress, should_stop)
+        shape, compute = _producer(paths, spec, batch_size, progress, should_stop, derivation)
+        source = derivation.source.key if derivation else None
+        return self._compute(key, paths, labels, spec, shape, compute, source)
 
-    def _compute(self, key, paths, labels, spec, batch_size, progress, should_stop) -> FeatureSet:
+    def _compute(self, key, paths, labels, spec, shape, compute, source) -> FeatureSet:
         started = time.perf_counter()
-        extractor = build_extractor(spec)
         # A folder of its own per extraction: two sessions on the same key never collide.
         partial = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.partial-"))
         try:
-            shape = (len(paths) * max(spec.views, 1), *extractor.output.shape[1:])
             check_disk(partial, shape)
             with NpyWriter(partial / "features.npy", shape) as features:
-                speed = run_extractor(extractor, paths, spec.image_size, batch_size, features,
-                                      progress, should_stop, augmentation=view_augmentation(spec))
+                speed = compute(features)
             np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
             write_json_atomic(partial / "meta.json", {
                 "key": key, "spec": spec.cache_identity(), "images": len(paths),
-                "views": spec.views,
+                "views": spec.views, "derived_from": source,
                 "feature_shape": list(shape[1:]), "created": time.time(),
                 "images_per_second": speed.images_per_second,
                 "steady_images_per_second": speed.steady_images_per_second})
@@ -184,6 +196,22 @@ class FeatureCache:
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
         return freed
+
+
+def _producer(paths, spec, batch_size, progress, should_stop, derivation):
+    """(shape of the feature set, a function that writes it into an NpyWriter)."""
+    if derivation is not None:
+        model, rows = derivation.layers, derivation.source.features
+
+        def compute(out):
+            return run_layers(model, rows, batch_size, out, progress, should_stop)
+    else:
+        model = build_extractor(spec)
+
+        def compute(out):
+            return run_extractor(model, paths, spec.image_size, batch_size, out, progress,
+                                 should_stop, augmentation=view_augmentation(spec))
+    return (len(paths) * max(spec.views, 1), *model.output.shape[1:]), compute
 
 
 def build_extractor(spec: FeatureSpec):
@@ -213,6 +241,19 @@ def view_augmentation(spec: FeatureSpec):
 def bank_bytes(images: int, views: int, feature_shape) -> int:
     """Disk use of a feature set (float32), to show before it is built."""
     return 4 * images * max(views, 1) * int(np.prod(feature_shape))
+
+
+def view_bank_bytes(layer_shapes: dict, cut: str | None, output: str, views: int,
+                    n_train: int, n_val: int) -> dict[str, int]:
+    """Disk use of what a view-bank run caches, by part, to show before it is built: every
+    view of the training images and the validation images, at the prefix's `cut` (None: at
+    the base's `output`); with a cut, also both at the base's output, for the head phase."""
+    parts = {"training views": bank_bytes(n_train, views, layer_shapes[cut or output]),
+             "validation": bank_bytes(n_val, 0, layer_shapes[cut or output])}
+    if cut:
+        parts["head phase"] = (bank_bytes(n_train, views, layer_shapes[output])
+                               + bank_bytes(n_val, 0, layer_shapes[output]))
+    return parts
 
 
 def check_disk(folder: Path, shape) -> None:
@@ -306,3 +347,19 @@ def run_extractor(extractor, paths: list[str], image_size: int, batch_size: int,
         raise ImageError(f"{exc}. The file changed after the folder was checked; scan and "
                          "split the folder again.") from None
     return ExtractionSpeed(done, time.perf_counter() - started, *first)
+
+
+def run_layers(layers, rows: np.ndarray, batch_size: int, out: NpyWriter, progress=None,
+               should_stop=None) -> ExtractionSpeed:
+    """Append `layers`' outputs (inference mode) for every row of `rows` to `out`, in order."""
+    signature = tf.TensorSpec((None, *rows.shape[1:]), tf.float32)
+    forward = tf.function(lambda x: layers(x, training=False), input_signature=[signature])
+    started, first = time.perf_counter(), None
+    for start in range(0, len(rows), batch_size):
+        if should_stop and should_stop():
+            raise Stopped()
+        out.append(forward(np.asarray(rows[start:start + batch_size])).numpy())
+        first = first or (out.rows, time.perf_counter() - started)
+        if progress:
+            progress(out.rows, len(rows))
+    return ExtractionSpeed(out.rows, time.perf_counter() - started, *first)

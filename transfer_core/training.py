@@ -18,13 +18,13 @@ import numpy as np
 from .datasets import load_manifest
 from .device import configure
 from .errors import RunError, TransferLabError
-from .features import FeatureCache, FeatureSpec, Stopped
+from .features import Derivation, FeatureCache, FeatureSpec, Stopped
 from .history import is_better
 from .inputs import image_dataset
 from .runs import Run, TrainConfig
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
-                         layer_below, phase_audit, unfreeze_from)
+                         layer_below, phase_audit, top_model, unfreeze_from)
 
 
 def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) -> FeatureSpec:
@@ -131,9 +131,10 @@ class _Session:
     def _fit_on_cache(self, phase: str):
         config, cache = self.config, FeatureCache(self.workspace)
         views = config.view_bank if config.strategy != "feature_extraction" else 0
-        train = self._features(cache, "train", feature_spec(config, views, self.cut))
-        val = (self._features(cache, "validation", feature_spec(config, 0, self.cut))
-               if self._has("validation") else None)
+        cut = self.cut if phase == "fine_tune" else None  # head phase: the head alone trains
+        trainer = self.trainer if cut else self.head
+        train = self._cached(cache, "train", views, cut)
+        val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
         initial = 0 if phase == "head" else config.epochs
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
                         config.batch_size, config.seed, initial)
@@ -143,26 +144,37 @@ class _Session:
         # of the chapter's head on 4,000 MobileNetV2 features took about 8 s instead of 21–41 s on
         # this CPU (`bench/probes.py head`). With layers of the base training too it was
         # slower there, so only the head.
-        compile_model(self.trainer, self.num_classes, rate,
-                      jit_compile=True if self.cut is None else "auto")
+        compile_model(trainer, self.num_classes, rate, jit_compile=True if cut is None else "auto")
         recorder = self._recorder(phase, len(data))
         self.run.update_status(stage="training the classifier on cached features"
                                if phase == "head" else
                                f"fine-tuning from {config.fine_tune_from} on cached features",
                                progress=None)
         final = config.epochs if phase == "head" else config.total_epochs
-        self.trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
-                         verbose=0, callbacks=self._callbacks(recorder))
+        trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
+                    verbose=0, callbacks=self._callbacks(recorder))
 
-    def _features(self, cache, split, spec):
+    def _cached(self, cache, split: str, views: int, layer: str | None):
+        """A split's features at `layer` (None: the base's output). A fine-tune run derives the
+        base's output from its frozen-prefix features: the top is frozen in the head phase, so
+        running it once per view gives what running it on every epoch would."""
+        spec = feature_spec(self.config, views, layer)
+        if layer is not None or self.cut is None:
+            return self._features(cache, split, spec)
+        prefix = self._features(cache, split, feature_spec(self.config, views, self.cut))
+        top = top_model(self.base, self.config.fine_tune_from)
+        return self._features(cache, split, spec, Derivation(prefix, top))
+
+    def _features(self, cache, split, spec, derivation=None):
         views = f" ({spec.views} augmented views per image)" if spec.views else ""
+        what = (f"running the frozen top of the base over the cached {split} features{views}"
+                if derivation else f"extracting {split} features{views}")
 
         def progress(done, total):
-            self.run.update_status(stage=f"extracting {split} features{views}",
-                                   progress={"done": done, "total": total})
+            self.run.update_status(stage=what, progress={"done": done, "total": total})
 
         return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
-                             should_stop=self.run.stop_requested)
+                             should_stop=self.run.stop_requested, derivation=derivation)
 
     def _fit_end_to_end(self, phase: str):
         config = self.config
