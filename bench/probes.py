@@ -1,10 +1,12 @@
-"""Two one-off checks behind design choices, each printing its figures:
+"""One-off checks behind design choices, each printing its figures:
 
-    python bench/probes.py decode   # MobileNetV2: tf.data overlap vs decode-a-chunk vs bare forward
     python bench/probes.py decode   # MobileNetV2: tf.data overlap, decode a chunk, bare forward
+    python bench/probes.py head     # the chapter's head on cached features, with and without XLA
+    python bench/probes.py top --backbone vgg16   # fine-tuning on the prefix bank, same
 
 `decode` is why `inputs.inference_batches` decodes a chunk before the model runs (CPU only);
-`head` is why the head alone trains with jit_compile=True on cached features.
+`head` is why the head alone trains with jit_compile=True on cached features; `top` is what
+XLA does when the top of the base trains too (fine_tune's second phase on the prefix bank).
 """
 
 from __future__ import annotations
@@ -87,18 +89,53 @@ def head(images: int, epochs: int) -> None:
                   f"for {images} images at batch 20", flush=True)
 
 
+def top(backbone: str, images: int, epochs: int) -> None:
+    import keras
+    import numpy as np
+
+    from transfer_core.backbones import get_backbone
+    from transfer_core.runs import TrainConfig
+    from transfer_core.strategies import (build_base_for, build_head, cached_trainer,
+                                          compile_model, unfreeze_from)
+    from transfer_core.training import ViewBank
+
+    size = {"vgg16": 150}.get(backbone, get_backbone(backbone).default_size)
+    config = TrainConfig(manifest="unused.json", backbone=backbone, weights="none",
+                         strategy="fine_tune", image_size=size, classes=["cat", "dog"])
+    rng = np.random.default_rng(0)
+    labels = (rng.random(images) > 0.5).astype("float32")
+    for jit in (False, True):
+        keras.backend.clear_session()
+        base = build_base_for(config)
+        trainer = cached_trainer(base, build_head(base.output.shape[1:], 2, config),
+                                 config.fine_tune_from)
+        unfreeze_from(base, config.fine_tune_from)
+        compile_model(trainer, 2, 1e-5, jit_compile=jit)
+        features = rng.random((images, *trainer.input.shape[1:]), dtype="float32")
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            trainer.fit(ViewBank(features, labels, 1, 20, 0), epochs=1, verbose=0)
+            print(f"{backbone}@{size} from {config.fine_tune_from}, jit_compile={jit} epoch "
+                  f"{epoch + 1}: {time.perf_counter() - started:.2f} s for {images} rows at "
+                  "batch 20", flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=["decode", "head"])
+    parser.add_argument("probe", choices=["decode", "head", "top"])
+    parser.add_argument("--backbone", default="vgg16", help="top: the backbone")
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/dogs-vs-cats"))
     parser.add_argument("--images", type=int, default=None,
-                        help="photos (decode, default 800) or feature rows (head, default 4000)")
-    parser.add_argument("--rounds", type=int, default=4, help="decode: rounds; head: epochs")
+                        help="photos (decode, default 800) or feature rows (head, default 4000; "
+                             "top, default 400)")
+    parser.add_argument("--rounds", type=int, default=4, help="decode: rounds; head, top: epochs")
     args = parser.parse_args(argv)
     if args.probe == "decode":
         decode(args.data, args.images or 800, args.rounds)
-    else:
+    elif args.probe == "head":
         head(args.images or 4000, args.rounds)
+    else:
+        top(args.backbone, args.images or 400, args.rounds)
     return 0
 
 

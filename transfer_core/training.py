@@ -142,8 +142,8 @@ class _Session:
         rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
         # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel: an epoch
         # of the chapter's head on 4,000 MobileNetV2 features took about 8 s instead of 21–41 s on
-        # this CPU (`bench/probes.py head`). With layers of the base training too it was
-        # slower there, so only the head.
+        # this CPU (`bench/probes.py head`). With layers of the base training too, its epochs
+        # swung between 11 and 20 s where plain ones held 10–18 s (`probes.py top`): head only.
         compile_model(trainer, self.num_classes, rate, jit_compile=True if cut is None else "auto")
         recorder = self._recorder(phase, len(data))
         self.run.update_status(stage="training the classifier on cached features"
