@@ -9,6 +9,7 @@ from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.features import view_bank_bytes
+from transfer_core.storage import human_size
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.strategies import STRATEGY_HELP
 
@@ -162,10 +163,10 @@ def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_v
         cut = layers[layers.index(boundary) - 1] if strategy == "fine_tune" else None
         parts = view_bank_bytes(facts["layer_shapes"], cut, layers[-1], views, n_train, n_val)
         where = f"`{cut}`, the top of the frozen part," if cut else "the base's output"
-        head = (f", and {parts['head phase'] / 2**30:.2f} GB for the same at the base's output, "
+        head = (f", and {human_size(parts['head phase'])} for the same at the base's output, "
                 "which the first phase trains on" if cut else "")
         st.caption(f"The frozen part runs {views}× per photo instead of once per epoch. "
-                   f"The bank takes {sum(parts.values()) / 2**30:.2f} GB of disk in the feature "
+                   f"The bank takes {human_size(sum(parts.values()))} of disk in the feature "
                    f"cache: {views} × {n_train} training views and {n_val} validation photos at "
                    f"{where}{head}.")
     return int(views)

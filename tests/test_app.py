@@ -19,6 +19,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from transfer_core.datasets import load_manifest
 from transfer_core.sources import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -471,6 +472,27 @@ def test_train_page_starts_a_run_that_finishes_and_shows_its_curves(on_trained):
         ("Predict on your photos", PAGES["predict"])]
     assert run.name in texts(at.sidebar.markdown)[-1]
     assert any("finished" in c for c in texts(at.sidebar.caption))
+
+
+def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained):
+    at = open_page("train", size_vgg16=32)
+    at.selectbox(key="backbone").set_value("vgg16").run()
+    at.radio(key="strategy").set_value("fine_tune").run()
+    assert_no_exception(at)
+    assert at.number_input(key="view_bank").value == 3
+    manifest = load_manifest(on_trained["run"].config.manifest)
+    n_train, n_val = (len(manifest.files(split)[0]) for split in ("train", "validation"))
+    # VGG16 at 32 px: 2x2x512 at block4_pool, 1x1x512 at the base's output, float32
+    prefix, output = 4 * 2 * 2 * 512, 4 * 1 * 1 * 512
+    total, head = (3 * n_train + n_val) * (prefix + output), (3 * n_train + n_val) * output
+    [caption] = [c for c in texts(at.caption) if c.startswith("The frozen part runs 3×")]
+    assert f"The bank takes {total / 2**20:.1f} MiB of disk" in caption
+    assert f"3 × {n_train} training views and {n_val} validation photos at `block4_pool`" in caption
+    assert f"{head / 2**20:.1f} MiB for the same at the base's output" in caption
+    files_before = sorted((on_trained["workspace"] / "cache").rglob("*.npy"))
+    at.number_input(key="view_bank").set_value(0).run()
+    assert not [c for c in texts(at.caption) if c.startswith("The frozen part runs")]
+    assert sorted((on_trained["workspace"] / "cache").rglob("*.npy")) == files_before
 
 
 def test_a_new_session_finds_the_run_on_the_train_page(on_trained):

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from . import config
 from .errors import ArchiveError, DatasetError, DownloadError
+from .storage import human_size
 
 # Microsoft's copy of the Kaggle "Dogs vs. Cats" images used in Deep Learning with Python, 5.2;
 # it unpacks to PetImages/Cat/*.jpg and PetImages/Dog/*.jpg (about 1,600 files are corrupt).
@@ -258,8 +259,8 @@ def _plan_members(archive: zipfile.ZipFile, name: str, max_files: int,
                            f"{max_files:,}; split it into smaller archives or raise the limit.")
     declared = sum(info.file_size for info in files)
     if declared > max_bytes:
-        raise ArchiveError(f"{name} unpacks to {_size(declared)}, more than the limit of "
-                           f"{_size(max_bytes)}; use a smaller archive or raise the limit.")
+        raise ArchiveError(f"{name} unpacks to {human_size(declared)}, more than the limit of "
+                           f"{human_size(max_bytes)}; use a smaller archive or raise the limit.")
     return members
 
 
@@ -290,7 +291,7 @@ def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, max_byt
                 while chunk := entry.read(1 << 20):
                     written += len(chunk)
                     if written > max_bytes:
-                        raise ArchiveError(f"{name} unpacks to more than {_size(max_bytes)} "
+                        raise ArchiveError(f"{name} unpacks to more than {human_size(max_bytes)} "
                                            "(more than its header says); nothing was unpacked.")
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:
@@ -311,8 +312,6 @@ def _single_top_folder(dest: Path, paths: list[PurePosixPath]) -> Path:
     return dest
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees half a file, a crash never leaves a broken one."""
+"""Atomic file writes: a reader never sees half a file, a crash never leaves a broken one.
+And how big a file is, in words."""
 
 from __future__ import annotations
 
@@ -58,3 +59,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
         except ValueError:
             continue
     return records
+
+
+def human_size(n: int) -> str:
+    """Bytes as a person reads them: 1.8 GiB, 139.0 MiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
