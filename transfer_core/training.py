@@ -180,7 +180,8 @@ class _Session:
         config = self.config
         paths, labels = self.manifest.files("train")
         train = self._images(paths, labels, shuffle=True)
-        validation = self._images(*self.manifest.files("validation")) if self._has("validation") else None
+        validation = (self._images(*self.manifest.files("validation"))
+                      if self._has("validation") else None)
         rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
         compile_model(self.model, self.num_classes, rate)
         recorder = self._recorder(phase, math.ceil(len(paths) / config.batch_size))
