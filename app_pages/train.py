@@ -9,9 +9,9 @@ from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.features import view_bank_bytes
-from transfer_core.storage import human_size
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
-from transfer_core.strategies import STRATEGY_HELP
+from transfer_core.storage import human_size
+from transfer_core.strategies import STRATEGY_HELP, name_below
 
 st.title("Train")
 st.caption("Step 2 of 5 · reuse a pretrained convnet: pick its conv base and how much of it "
@@ -160,7 +160,11 @@ def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_v
              "test accuracy at 3 epochs over three seeds (docs/BENCHMARKS.md).")
     if views:
         layers = facts["layers"]
-        cut = layers[layers.index(boundary) - 1] if strategy == "fine_tune" else None
+        try:
+            cut = name_below(layers, boundary) if strategy == "fine_tune" else None
+        except TransferLabError as exc:  # a boundary at the very bottom leaves nothing to cache
+            ui.show_error(exc)
+            return int(views)
         parts = view_bank_bytes(facts["layer_shapes"], cut, layers[-1], views, n_train, n_val)
         where = f"`{cut}`, the top of the frozen part," if cut else "the base's output"
         head = (f", and {human_size(parts['head phase'])} for the same at the base's output, "

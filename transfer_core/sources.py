@@ -312,8 +312,6 @@ def _single_top_folder(dest: Path, paths: list[PurePosixPath]) -> Path:
     return dest
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # Downloads
 

@@ -175,7 +175,11 @@ def check_frozen_unchanged(model: keras.Model, audit: dict) -> dict:
 
 def layer_below(base: keras.Model, boundary: str) -> str:
     """The last frozen layer under the fine-tuning boundary: where the frozen prefix ends."""
-    names = [layer.name for layer in base.layers]
+    return name_below([layer.name for layer in base.layers], boundary)
+
+
+def name_below(names: list[str], boundary: str) -> str:
+    """`layer_below` from the base's layer names alone (the Train page has only those)."""
     if boundary not in names:
         raise RunError(f"The base has no layer {boundary!r} to fine-tune from; "
                        f"pick one of its layers (e.g. {names[-5]}).")

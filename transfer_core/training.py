@@ -123,6 +123,7 @@ class _Session:
         boundary = config.fine_tune_from if config.strategy == "fine_tune" else None
         self.trainer = cached_trainer(self.base, self.head, boundary)
         self.cut = layer_below(self.base, boundary) if boundary else None
+        self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
         self._phase("head", self._fit_on_cache, tensors_unfrozen)
         if config.strategy == "fine_tune":
             unfreeze_from(self.base, config.fine_tune_from)
@@ -162,8 +163,7 @@ class _Session:
         if layer is not None or self.cut is None:
             return self._features(cache, split, spec)
         prefix = self._features(cache, split, feature_spec(self.config, views, self.cut))
-        top = top_model(self.base, self.config.fine_tune_from)
-        return self._features(cache, split, spec, Derivation(prefix, top))
+        return self._features(cache, split, spec, Derivation(prefix, self.top))
 
     def _features(self, cache, split, spec, derivation=None):
         views = f" ({spec.views} augmented views per image)" if spec.views else ""
@@ -261,17 +261,13 @@ class RunRecorder(keras.callbacks.Callback):
             return
         self.last_write = now
         logs = logs or {}
-        global_epoch = getattr(self, "_epoch", self.offset)
-        done = global_epoch + (batch + 1) / self.steps
-        record = {"type": "progress", "phase": self.phase, "epoch": global_epoch - self.offset + 1,
-                  "global_epoch": global_epoch + 1, "batch": batch + 1, "batches": self.steps,
+        epoch = getattr(self, "_epoch", self.offset)  # 0-based, counted over both phases
+        done = epoch + (batch + 1) / self.steps
+        record = {"type": "progress", "phase": self.phase, "epoch": epoch - self.offset + 1,
+                  "global_epoch": epoch + 1, "batch": batch + 1, "batches": self.steps,
                   "loss": _num(logs.get("loss")), "accuracy": _num(logs.get("accuracy"))}
         self.run.log_metric(record)
-        self.run.update_status(phase=self.phase, epoch=record["epoch"],
-                               phase_epochs=self.phase_epochs, global_epoch=record["global_epoch"],
-                               total_epochs=self.total_epochs,
-                               progress={"done": round(done, 3), "total": self.total_epochs,
-                                         "eta_seconds": self._eta(done)})
+        self.run.update_status(**self._progress(epoch, done))
 
     def on_test_batch_end(self, batch, logs=None):
         self._check_stop()
@@ -290,10 +286,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.log_metric(record)
         # Batch progress is written at most twice a second, so the epoch's end always writes
         # its own: a fast last epoch must not leave the status one epoch behind.
-        changes = dict(phase=self.phase, epoch=record["epoch"], phase_epochs=self.phase_epochs,
-                       global_epoch=epoch + 1, total_epochs=self.total_epochs,
-                       progress={"done": epoch + 1, "total": self.total_epochs,
-                                 "eta_seconds": self._eta(epoch + 1)})
+        changes = self._progress(epoch, epoch + 1)
         value = record.get(self.monitor)
         if value is not None and (self.best is None or is_better(value, self.best, self.monitor)):
             self.best = value
@@ -302,10 +295,16 @@ class RunRecorder(keras.callbacks.Callback):
                                "val_accuracy": record["val_accuracy"]}
         self.run.update_status(**changes)
 
-    def _eta(self, done: float):
-        """Seconds left, from this phase's pace so far (None before any of it is done)."""
+    def _progress(self, epoch: int, done: float) -> dict:
+        """The status fields of being `done` epochs in (fractional), inside 0-based `epoch`;
+        the time left comes from this phase's pace so far (None before any of it is done)."""
         own = done - self.offset
-        return (time.time() - self.started) / own * (self.total_epochs - done) if own > 0 else None
+        eta = (time.time() - self.started) / own * (self.total_epochs - done) if own > 0 else None
+        return dict(phase=self.phase, epoch=epoch - self.offset + 1,
+                    phase_epochs=self.phase_epochs, global_epoch=epoch + 1,
+                    total_epochs=self.total_epochs,
+                    progress={"done": round(done, 3), "total": self.total_epochs,
+                              "eta_seconds": eta})
 
     def _check_stop(self):
         if self.run.stop_requested():
