@@ -151,8 +151,8 @@ def choose_split(report) -> SplitRequest | None:
         columns = st.columns(4)
         if choice == "counts":
             third = max(smallest // 5, 1)
-            values = [columns[i].number_input(f"{name} per class", min_value=0,
-                                              value=max(smallest - 2 * third, 0) if i == 0 else third,
+            firsts = (max(smallest - 2 * third, 0), third, third)
+            values = [columns[i].number_input(f"{name} per class", min_value=0, value=firsts[i],
                                               step=1, key=f"count_{name}")
                       for i, name in enumerate(SPLITS)]
         else:
@@ -198,7 +198,8 @@ def show_samples(manifest):
         paths = [p for p, label, s in manifest.rows if s == which and label == name][:8]
         st.caption(f"{name} · {which}")
         if paths:
-            st.image([thumbnail(p) for p in paths], caption=[Path(p).name for p in paths], width=110)
+            st.image([thumbnail(p) for p in paths], caption=[Path(p).name for p in paths],
+                     width=110)
         else:
             st.write("no images in this split")
 

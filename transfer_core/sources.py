@@ -2,6 +2,8 @@
 
 Each function leaves either a complete folder or nothing (work happens in a hidden sibling that is
 renamed into place), so a crash, a closed tab or a second click never leaves half a dataset.
+Unpacking is bounded (per archive, by the datasets quota and by the free disk space), and an
+upload whose bytes were unpacked before reuses that folder.
 """
 
 from __future__ import annotations
@@ -256,6 +258,8 @@ def _sha256(source, name: str) -> str:
 def _unpacked_before(root: Path, digest: str) -> Path | None:
     """The image folder of a complete earlier unpacking of the same bytes, if there is one."""
     for folder in sorted(root.iterdir()):
+        if folder.name.startswith("."):
+            continue  # a staging folder: never renamed into place, so never finished
         try:
             marker = json.loads((folder / UPLOAD_MARKER).read_text())
         except (OSError, ValueError):
@@ -311,10 +315,12 @@ def extract_zip(source: str | Path | BinaryIO, dest: Path, max_files: int = 50_0
 
 @dataclass(frozen=True)
 class _Limit:
-    """The most bytes an archive may unpack to, and which bound that is (for the message)."""
+    """The most bytes an archive may unpack to, which bound that is (for the message), and
+    the error to raise when the bytes go past it."""
 
     size: int
     bound: str
+    error: type[ArchiveError]
 
 
 def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
@@ -324,7 +330,8 @@ def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
         raise ArchiveError(f"{name} unpacks to {human_size(declared)}, more than the limit of "
                            f"{human_size(max_bytes)} per archive; use a smaller archive or raise "
                            "the limit.")
-    limits = [_Limit(max_bytes, f"the limit of {human_size(max_bytes)} per archive")]
+    limits = [_Limit(max_bytes, f"the limit of {human_size(max_bytes)} per archive",
+                     ArchiveError)]
     where = f"Delete uploads you no longer need from {folder}"
     if quota is not None:
         used = _bytes_under(folder)
@@ -335,7 +342,8 @@ def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
                 f"already holds {human_size(used)} of its {human_size(quota)} quota "
                 f"({human_size(left)} left); nothing was unpacked. {where}, or raise "
                 "TRANSFER_LAB_DATASETS_QUOTA.")
-        limits.append(_Limit(left, f"the {human_size(left)} left in the datasets quota"))
+        limits.append(_Limit(left, f"the {human_size(left)} left in the datasets quota",
+                             NoRoomError))
     free = shutil.disk_usage(folder).free
     spare = max(free - config.FREE_SPACE_MARGIN, 0)
     if declared > spare:
@@ -344,7 +352,7 @@ def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
             f"{human_size(free)} free and {human_size(config.FREE_SPACE_MARGIN)} must stay free "
             f"for training; nothing was unpacked. {where} or other files on that disk, or use "
             "a workspace on a larger disk (TRANSFER_LAB_WORKSPACE).")
-    limits.append(_Limit(spare, f"the {human_size(spare)} the disk can spare"))
+    limits.append(_Limit(spare, f"the {human_size(spare)} the disk can spare", NoRoomError))
     return min(limits, key=lambda limit: limit.size)
 
 
@@ -438,7 +446,7 @@ def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, limit: 
                 while chunk := entry.read(1 << 20):
                     written += len(chunk)
                     if written > limit.size:
-                        raise NoRoomError(f"{name} unpacks to more than its header says, more "
+                        raise limit.error(f"{name} unpacks to more than its header says, more "
                                           f"than {limit.bound}; nothing was unpacked.")
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:
