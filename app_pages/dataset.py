@@ -48,42 +48,48 @@ def folder_source():
                               "(cat.1.jpg, dog.1.jpg). Only folders under the configured roots "
                               "can be opened.")
     if st.button("Use this folder", icon=":material/folder_open:") and path:
+        st.session_state.pop("data_folder", None)  # not the images of an earlier choice
         roots = config.allowed_roots(ui.workspace())
-        if not config.is_allowed(Path(path), roots):
+        try:
+            folder = config.folder_path(path)
+        except TransferLabError as exc:  # a NUL byte, too long: no file system takes it
+            ui.show_error(exc)
+            return
+        if not config.is_allowed(folder, roots):
             st.error(f"{path} is outside the folders this app may read "
                      f"({', '.join(map(str, roots))}). Set TRANSFER_LAB_ROOTS to allow it.")
-            st.session_state.pop("data_folder", None)  # not the images of an earlier choice
-        elif not Path(path).is_dir():
+        elif not _is_folder(folder):
             st.error(f"There is no folder {path} on the server.")
-            st.session_state.pop("data_folder", None)
         else:
-            st.session_state["data_folder"] = str(Path(path).resolve())
+            st.session_state["data_folder"] = str(folder)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. no permission to look: as good as absent for the app
+        return False
 
 
 def zip_source():
     upload = st.file_uploader("Zip of images", type=["zip"],
-                              help="One sub-folder per class, or Kaggle names like cat.1.jpg.")
+                              help="One sub-folder per class, or Kaggle names like cat.1.jpg. "
+                                   "The same zip uploaded again reuses its folder.")
     if upload is None:
         return
     unpacked = st.session_state.setdefault("unpacked", {})
-    if upload.file_id not in unpacked:
-        dest = _free_folder(config.datasets_dir(ui.workspace()) / Path(upload.name).stem)
-        with st.spinner(f"Unpacking {upload.name}…"):
+    known = unpacked.get(upload.file_id)
+    if not (known and Path(known).is_dir()):
+        with st.spinner(f"Unpacking {upload.name} and checking every image…"):
             try:
-                unpacked[upload.file_id] = str(sources.extract_zip(upload, dest))
+                # A zip whose images cannot be used (one class, none) is removed again.
+                unpacked[upload.file_id] = str(sources.unpack_upload(
+                    upload, ui.workspace(), check=lambda folder: ui.scan_folder(str(folder))))
             except TransferLabError as exc:
                 ui.show_error(exc)
                 st.session_state.pop("data_folder", None)  # not the images of an earlier choice
                 return
     st.session_state["data_folder"] = unpacked[upload.file_id]
-
-
-def _free_folder(path: Path) -> Path:
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
 
 
 def download_source():
@@ -145,8 +151,8 @@ def choose_split(report) -> SplitRequest | None:
         columns = st.columns(4)
         if choice == "counts":
             third = max(smallest // 5, 1)
-            values = [columns[i].number_input(f"{name} per class", min_value=0,
-                                              value=max(smallest - 2 * third, 0) if i == 0 else third,
+            firsts = (max(smallest - 2 * third, 0), third, third)
+            values = [columns[i].number_input(f"{name} per class", min_value=0, value=firsts[i],
                                               step=1, key=f"count_{name}")
                       for i, name in enumerate(SPLITS)]
         else:
@@ -192,7 +198,8 @@ def show_samples(manifest):
         paths = [p for p, label, s in manifest.rows if s == which and label == name][:8]
         st.caption(f"{name} · {which}")
         if paths:
-            st.image([thumbnail(p) for p in paths], caption=[Path(p).name for p in paths], width=110)
+            st.image([thumbnail(p) for p in paths], caption=[Path(p).name for p in paths],
+                     width=110)
         else:
             st.write("no images in this split")
 

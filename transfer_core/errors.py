@@ -20,6 +20,10 @@ class ArchiveError(TransferLabError):
     """A zip that is corrupt, too large, or tries to write outside its folder."""
 
 
+class NoRoomError(ArchiveError):
+    """An archive that does not fit in the datasets quota or on the disk."""
+
+
 class DownloadError(TransferLabError):
     """A download that failed (no network, server error, interrupted)."""
 

@@ -2,12 +2,17 @@
 
 Each function leaves either a complete folder or nothing (work happens in a hidden sibling that is
 renamed into place), so a crash, a closed tab or a second click never leaves half a dataset.
+Unpacking is bounded (per archive, by the datasets quota and by the free disk space), and an
+upload whose bytes were unpacked before reuses that folder.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import http.client
 import json
+import os
 import re
 import shutil
 import stat
@@ -25,7 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import config
-from .errors import ArchiveError, DatasetError, DownloadError
+from .errors import ArchiveError, DatasetError, DownloadError, NoRoomError, TransferLabError
+from .images import IMAGE_EXTENSIONS
 from .storage import human_size
 
 # Microsoft's copy of the Kaggle "Dogs vs. Cats" images used in Deep Learning with Python, 5.2;
@@ -181,18 +187,105 @@ def _draw_shape(draw: ImageDraw.ImageDraw, palette: _Palette, size: int,
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+UPLOAD_MARKER = ".transfer_lab_upload.json"
+_LONGEST_FOLDER_NAME = 50  # characters; even 4-byte ones stay under the usual 255-byte limit
+
+
+def unpack_upload(source: BinaryIO | str | Path, workspace: Path,
+                  check: Callable[[Path], object] | None = None) -> Path:
+    """Unpack an uploaded zip into the workspace's datasets/ folder; return its image folder.
+
+    The folder is named after the upload, made safe so that it stays inside datasets/; the
+    unpacking is bounded by the datasets quota and the free disk space (see `extract_zip`); an
+    upload with the same bytes (sha256) as an earlier complete one reuses that folder instead of
+    writing a second copy. `check(folder)`, e.g. the dataset scan, runs on the result: when it
+    raises one of our errors, the folder is removed and the error passes on. So an upload that
+    ends in an error leaves nothing behind.
+    """
+    root = config.datasets_dir(Path(workspace))
+    name = _describe(source)
+    digest = _sha256(source, name)
+    folder = _unpacked_before(root, digest)
+    if folder is None:
+        dest = _free_folder(root / upload_folder_name(name))
+        folder = extract_zip(source, dest, quota=config.datasets_quota(),
+                             marker={"sha256": digest, "upload": name})
+    if check is not None:
+        try:
+            check(folder)
+        except TransferLabError as exc:
+            shutil.rmtree(root / folder.relative_to(root).parts[0], ignore_errors=True)
+            raise type(exc)(f"{exc} Nothing of {name} was kept: fix the archive and upload "
+                            "it again.") from exc
+    return folder
+
+
+def upload_folder_name(upload_name: str) -> str:
+    """A folder name for an upload: its file name without ".zip", in safe characters only.
+
+    Whatever name the browser sends ("../x.zip", "..zip", ".zip", a NUL, 10,000 characters),
+    the result is one plain name: letters, digits, "_", "-" and spaces, no dot, no separator,
+    at most 50 characters; "upload" when nothing is left.
+    """
+    base = re.split(r"[/\\]", upload_name)[-1]
+    if base.lower().endswith(".zip"):
+        base = base[:-len(".zip")]
+    safe = re.sub(r"[^\w\- ]+", "_", base)  # \w: letters and digits of any script, and "_"
+    return safe.strip(" _-")[:_LONGEST_FOLDER_NAME].strip(" _-") or "upload"
+
+
+def _free_folder(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _sha256(source, name: str) -> str:
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as file:
+                return hashlib.file_digest(file, "sha256").hexdigest()
+        source.seek(0)
+        digest = hashlib.file_digest(source, "sha256").hexdigest()
+        source.seek(0)
+        return digest
+    except OSError as error:
+        raise ArchiveError(f"Could not read {name}: {error.strerror or error}.") from error
+
+
+def _unpacked_before(root: Path, digest: str) -> Path | None:
+    """The image folder of a complete earlier unpacking of the same bytes, if there is one."""
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith("."):
+            continue  # a staging folder: never renamed into place, so never finished
+        try:
+            marker = json.loads((folder / UPLOAD_MARKER).read_text())
+        except (OSError, ValueError):
+            continue  # not an upload (a download, the demo set) or a damaged marker
+        if isinstance(marker, dict) and marker.get("sha256") == digest:
+            found = folder / str(marker.get("folder", "."))
+            if found.resolve().is_relative_to(folder.resolve()) and found.is_dir():
+                return found
+    return None
 
 
 def extract_zip(source: str | Path | BinaryIO, dest: Path, max_files: int = 50_000,
-                max_bytes: int = 4 * 2**30) -> Path:
+                max_bytes: int = 4 * 2**30, quota: int | None = None,
+                marker: dict | None = None) -> Path:
     """Unpack a zip (a path or a seekable binary file such as Streamlit's upload) into `dest`.
 
     Every entry is checked before anything is written: paths that would land outside `dest`
-    ("Zip Slip", https://security.snyk.io/research/zip-slip-vulnerability), symbolic links, and
-    archives that declare more than `max_files` files or `max_bytes` bytes are refused; bytes are
-    counted again while unpacking in case the sizes lie. `__MACOSX/` and dotfiles are skipped.
-    Returns the single top-level folder when there is one (`cats_dogs.zip` → `dest/cats_dogs`),
-    else `dest`.
+    ("Zip Slip", https://security.snyk.io/research/zip-slip-vulnerability), symbolic links, a zip
+    holding only other zips, and archives that declare more than `max_files` files or
+    `max_bytes` bytes are refused. The declared size must also fit in the free disk space less
+    `config.FREE_SPACE_MARGIN` and, with a `quota`, in what `dest`'s parent folder may still
+    hold (the quota less what it holds already). Bytes are counted again while unpacking and it
+    stops at the tightest of these bounds, in case the sizes lie. `__MACOSX/` and dotfiles are
+    skipped. `marker` (a dict) is written as JSON to `dest/UPLOAD_MARKER` after the last file,
+    so only a complete folder carries it. Returns the single top-level folder when there is one
+    (`cats_dogs.zip` → `dest/cats_dogs`), else `dest`.
     """
     dest = Path(dest)
     name = _describe(source)
@@ -204,19 +297,75 @@ def extract_zip(source: str | Path | BinaryIO, dest: Path, max_files: int = 50_0
         raise ArchiveError(f"{dest} already exists; delete it or choose another folder name "
                            f"before unpacking {name}.")
     with _open_zip(source, name) as archive:
-        members = _plan_members(archive, name, max_files, max_bytes)
+        members = _plan_members(archive, name, max_files)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        declared = sum(info.file_size for info, _ in members if not info.is_dir())
+        limit = _byte_limit(name, declared, dest.parent, max_bytes, quota)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial",
                                         dir=dest.parent))
         try:
-            _unpack(archive, members, staging, name, max_bytes)
-            if dest.exists():
-                dest.rmdir()  # empty, checked above
-            staging.rename(dest)
+            _unpack(archive, members, staging, name, limit)
+            top = _single_top_folder(staging, [path for _, path in members])
+            _move_into_place(staging, dest, top, marker, name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return _single_top_folder(dest, [path for _, path in members])
+    return dest / top.relative_to(staging)
+
+
+@dataclass(frozen=True)
+class _Limit:
+    """The most bytes an archive may unpack to, which bound that is (for the message), and
+    the error to raise when the bytes go past it."""
+
+    size: int
+    bound: str
+    error: type[ArchiveError]
+
+
+def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
+                quota: int | None) -> _Limit:
+    """The tightest bound on the unpacked bytes; NoRoomError when `declared` exceeds one."""
+    if declared > max_bytes:
+        raise ArchiveError(f"{name} unpacks to {human_size(declared)}, more than the limit of "
+                           f"{human_size(max_bytes)} per archive; use a smaller archive or raise "
+                           "the limit.")
+    limits = [_Limit(max_bytes, f"the limit of {human_size(max_bytes)} per archive",
+                     ArchiveError)]
+    where = f"Delete uploads you no longer need from {folder}"
+    if quota is not None:
+        used = _bytes_under(folder)
+        left = max(quota - used, 0)
+        if declared > left:
+            raise NoRoomError(
+                f"{name} unpacks to {human_size(declared)}, but the datasets folder {folder} "
+                f"already holds {human_size(used)} of its {human_size(quota)} quota "
+                f"({human_size(left)} left); nothing was unpacked. {where}, or raise "
+                "TRANSFER_LAB_DATASETS_QUOTA.")
+        limits.append(_Limit(left, f"the {human_size(left)} left in the datasets quota",
+                             NoRoomError))
+    free = shutil.disk_usage(folder).free
+    spare = max(free - config.FREE_SPACE_MARGIN, 0)
+    if declared > spare:
+        raise NoRoomError(
+            f"{name} unpacks to {human_size(declared)}, but the disk holding {folder} has "
+            f"{human_size(free)} free and {human_size(config.FREE_SPACE_MARGIN)} must stay free "
+            f"for training; nothing was unpacked. {where} or other files on that disk, or use "
+            "a workspace on a larger disk (TRANSFER_LAB_WORKSPACE).")
+    limits.append(_Limit(spare, f"the {human_size(spare)} the disk can spare", NoRoomError))
+    return min(limits, key=lambda limit: limit.size)
+
+
+def _bytes_under(folder: Path) -> int:
+    """What the files under `folder` hold, links not followed."""
+    total = 0
+    for parent, _folders, files in os.walk(folder):
+        for file in files:
+            try:
+                total += os.lstat(os.path.join(parent, file)).st_size
+            except OSError:
+                continue  # removed meanwhile
+    return total
 
 
 def _describe(source) -> str:
@@ -237,8 +386,8 @@ def _open_zip(source, name: str) -> zipfile.ZipFile:
         raise ArchiveError(f"Could not read {name}: {error.strerror or error}.") from error
 
 
-def _plan_members(archive: zipfile.ZipFile, name: str, max_files: int,
-                  max_bytes: int) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+def _plan_members(archive: zipfile.ZipFile, name: str,
+                  max_files: int) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """The entries to unpack with their relative paths; raises before anything is written."""
     members = []
     for info in archive.infolist():
@@ -257,11 +406,17 @@ def _plan_members(archive: zipfile.ZipFile, name: str, max_files: int,
     if len(files) > max_files:
         raise ArchiveError(f"{name} holds {len(files):,} files, more than the limit of "
                            f"{max_files:,}; split it into smaller archives or raise the limit.")
-    declared = sum(info.file_size for info in files)
-    if declared > max_bytes:
-        raise ArchiveError(f"{name} unpacks to {human_size(declared)}, more than the limit of "
-                           f"{human_size(max_bytes)}; use a smaller archive or raise the limit.")
+    _refuse_zips_without_images(name, [path for info, path in members if not info.is_dir()])
     return members
+
+
+def _refuse_zips_without_images(name: str, files: list[PurePosixPath]) -> None:
+    """A zip of zips unpacks to no images: name the inner archive so the user can open it."""
+    inner = [str(path) for path in files if path.suffix.lower() == ".zip"]
+    if inner and not any(path.suffix.lower() in IMAGE_EXTENSIONS for path in files):
+        others = f" (and {len(inner) - 1} more)" if len(inner) > 1 else ""
+        raise ArchiveError(f"{name} holds another zip, {inner[0]}{others}, and no images: "
+                           "unpack it and upload that, or zip the image folders themselves.")
 
 
 def _safe_path(info: zipfile.ZipInfo, name: str) -> PurePosixPath:
@@ -278,7 +433,7 @@ def _safe_path(info: zipfile.ZipInfo, name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, max_bytes: int) -> None:
+def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, limit: _Limit) -> None:
     written = 0
     for info, path in members:
         target = staging.joinpath(*path.parts)
@@ -290,9 +445,9 @@ def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, max_byt
             with archive.open(info) as entry, open(target, "wb") as out:
                 while chunk := entry.read(1 << 20):
                     written += len(chunk)
-                    if written > max_bytes:
-                        raise ArchiveError(f"{name} unpacks to more than {human_size(max_bytes)} "
-                                           "(more than its header says); nothing was unpacked.")
+                    if written > limit.size:
+                        raise limit.error(f"{name} unpacks to more than its header says, more "
+                                          f"than {limit.bound}; nothing was unpacked.")
                     out.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError) as error:
             raise ArchiveError(f"{name} is not a valid zip archive: {info.filename!r} is damaged "
@@ -301,8 +456,29 @@ def _unpack(archive: zipfile.ZipFile, members, staging: Path, name: str, max_byt
             raise ArchiveError(f"{name} uses a compression we cannot read ({error}); "
                                "re-create it with ordinary (deflate) compression.") from error
         except OSError as error:
-            raise ArchiveError(f"Could not unpack {info.filename!r} from {name}: "
-                               f"{error.strerror or error}. Check the free disk space.") from error
+            raise _unpack_failure(name, info.filename, staging.parent, error) from error
+
+
+def _move_into_place(staging: Path, dest: Path, top: Path, marker: dict | None,
+                     name: str) -> None:
+    try:
+        if marker is not None:  # last, so that only a complete folder carries it
+            (staging / UPLOAD_MARKER).write_text(json.dumps(
+                {**marker, "folder": top.relative_to(staging).as_posix()}, indent=1))
+        if dest.exists():
+            dest.rmdir()  # empty, checked before unpacking
+        staging.rename(dest)
+    except OSError as error:
+        raise _unpack_failure(name, str(dest), dest.parent, error) from error
+
+
+def _unpack_failure(name: str, entry: str, folder: Path, error: OSError) -> ArchiveError:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoRoomError(f"The disk filled up while unpacking {name} ({entry!r}); nothing was "
+                           f"kept. Delete uploads you no longer need from {folder} or other "
+                           "files on that disk, or use a workspace on a larger disk.")
+    return ArchiveError(f"Could not unpack {entry!r} from {name}: {error.strerror or error}; "
+                        "nothing was kept.")
 
 
 def _single_top_folder(dest: Path, paths: list[PurePosixPath]) -> Path:
@@ -445,7 +621,9 @@ def prepare_dogs_vs_cats(workspace: Path, progress: Progress | None = None,
                             "proxy or log-in portal); it was deleted. Check the address and the "
                             "connection, then try again.")
     try:
-        extract_zip(archive, folder)
+        extract_zip(archive, folder, quota=config.datasets_quota())
+    except NoRoomError:
+        raise  # the download is sound: kept, so that a retry after freeing space reuses it
     except ArchiveError as exc:
         # A damaged download would be reused by every retry: delete it so the next try fetches.
         archive.unlink(missing_ok=True)
