@@ -140,7 +140,7 @@ class _Walk:
         folders, loose, refused = self._list(root, real)
         if len(folders) == 1 and not loose and not refused:
             return self.dataset(*folders[0])
-        under = {path: self._pictures_under(path, real) for path, real in folders}
+        under = {path: self._pictures_under(path, path_real) for path, path_real in folders}
         if any(under.values()):
             for path, reason, is_folder in refused:
                 self._skip(path, path.name if is_folder else "", reason)
@@ -185,10 +185,10 @@ class _Walk:
             target, kind, why_not = self._target(item, real / item.name)
             if why_not and (kind == "folder" or _is_picture_name(path)):
                 refused.append((path, f"{item.name} {why_not}", kind == "folder"))
-            elif why_not or kind != "folder" and not (kind == "file" and _is_picture_name(path)):
-                self.ignored += 1
-            elif kind == "file":
+            elif kind == "file" and not why_not and _is_picture_name(path):
                 files.append(path)
+            elif kind != "folder" or why_not:  # .txt, .csv, links to them: counted only
+                self.ignored += 1
             elif target not in self.read_folders:
                 self.read_folders.add(target)
                 folders.append((path, target))
