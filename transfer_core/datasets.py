@@ -7,6 +7,7 @@ later step reads, so the exact files of a run are always known.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -23,7 +24,7 @@ from typing import Callable
 
 from . import config
 from .errors import DatasetError, NotEnoughImagesError
-from .images import IMAGE_EXTENSIONS, check_image
+from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, check_image
 from .storage import write_json_atomic
 
 SPLITS = ("train", "validation", "test")
@@ -47,6 +48,7 @@ class ScanReport:
     images: list[ImageEntry]
     skipped: list[dict] = field(default_factory=list)  # {"path", "label", "reason"}
     seconds: float = 0.0
+    ignored: int = 0  # files not named as pictures (.txt, .csv, hidden files): counted only
 
     def counts(self) -> dict[str, int]:
         counter = Counter(entry.label for entry in self.images)
@@ -59,7 +61,8 @@ class ScanReport:
     def summary(self) -> dict:
         return {"root": self.root, "layout": self.layout, "classes": self.classes,
                 "usable": self.counts(), "skipped_per_class": self.skipped_counts(),
-                "skipped": self.skipped, "seconds": round(self.seconds, 3)}
+                "skipped": self.skipped, "ignored": self.ignored,
+                "seconds": round(self.seconds, 3)}
 
 
 def natural_key(text: str) -> list:
@@ -67,47 +70,150 @@ def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def find_images(root: str | Path) -> tuple[str, list[ImageEntry]]:
+def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str, list[ImageEntry]]:
     """All image files under `root` with their labels, in natural order; and the layout name.
 
     A root that holds nothing but one folder is descended into (an unpacked zip's top folder).
+    With `roots`, nothing that resolves outside them is listed (see `scan`).
     """
-    root = _checked_root(root)
-    subfolders = [p for p in sorted(root.iterdir()) if p.is_dir() and not _hidden(p)]
-    loose = [p for p in root.iterdir() if _is_image_name(p)]
-    if len(subfolders) == 1 and not loose:
-        return find_images(subfolders[0])
-    if subfolders and any(_images_under(folder) for folder in subfolders):
-        entries = [ImageEntry(str(path), folder.name)
-                   for folder in subfolders for path in _images_under(folder)]
-        return "folders", entries
-    entries = [ImageEntry(str(path), path.name.split(".", 1)[0].lower()) for path in loose]
-    entries.sort(key=lambda e: natural_key(Path(e.path).name))
-    return "kaggle", entries
+    found = _Walk(roots).dataset(_checked_root(root, roots))
+    return found.layout, found.entries
 
 
 def scan(root: str | Path, workers: int | None = None,
-         progress: Callable[[int, int], None] | None = None) -> ScanReport:
+         progress: Callable[[int, int], None] | None = None,
+         roots: list[Path] | None = None) -> ScanReport:
     """Find and fully decode every image under `root` (in parallel); report usable and skipped.
 
-    Raises DatasetError when fewer than two classes have usable images.
+    `roots`: the folders the caller may read (the app passes `config.allowed_roots`); every
+    folder and file met is resolved, and a link that leads outside them is skipped with the
+    reason, never read. None reads wherever links lead (the CLI, on the user's own machine).
+    Raises DatasetError for a bad path and when fewer than two classes have usable images.
     """
     started = time.perf_counter()
-    layout, entries = find_images(root)
+    checked_root = _checked_root(root, roots)
+    found = _Walk(roots).dataset(checked_root)
+    entries = found.entries
     reasons = _check_all([entry.path for entry in entries], workers, progress)
     usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
-    skipped = [{"path": entry.path, "label": entry.label, "reason": reason}
-               for entry, reason in zip(entries, reasons) if reason is not None]
-    classes = sorted({entry.label for entry in entries}, key=natural_key)
-    report = ScanReport(str(Path(root).resolve()), layout, classes, usable, skipped,
-                        time.perf_counter() - started)
-    found = [name for name, n in report.counts().items() if n > 0]
-    if len(found) < 2:
+    skipped = found.skipped + [{"path": entry.path, "label": entry.label, "reason": reason}
+                               for entry, reason in zip(entries, reasons) if reason is not None]
+    labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
+    classes = sorted(labels - {""}, key=natural_key)
+    report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
+                        time.perf_counter() - started, found.ignored)
+    usable_classes = [name for name, n in report.counts().items() if n > 0]
+    if len(usable_classes) < 2:
+        example = (f" {len(skipped)} file(s) skipped, e.g. {skipped[0]['reason']}."
+                   if skipped else "")
         raise DatasetError(
-            f"{root} has usable images for {len(found)} class(es) ({', '.join(found) or 'none'}); "
-            "a classifier needs at least two. Use one sub-folder per class (cats/, dogs/) or "
-            "Kaggle-style names (cat.1.jpg, dog.1.jpg).")
+            f"{_shown(root)} has usable images for {len(usable_classes)} class(es) "
+            f"({', '.join(usable_classes) or 'none'}); a classifier needs at least two. Use one "
+            f"sub-folder per class (cats/, dogs/) or Kaggle-style names (cat.1.jpg, dog.1.jpg)."
+            f"{example}")
     return report
+
+
+@dataclass
+class _Found:
+    layout: str
+    entries: list[ImageEntry]
+    skipped: list[dict]
+    ignored: int
+
+
+class _Walk:
+    """One pass over a folder tree. Every link met is resolved: one that leaves `roots`, leads
+    nowhere or back to a folder already read is skipped with its reason and never followed,
+    so a link loop cannot hang the scan. A plain entry needs no check: it lies inside its
+    folder, whose real path was checked (or is the root's)."""
+
+    def __init__(self, roots: list[Path] | None):
+        self.roots = roots
+        self.read_folders: set[Path] = set()  # real paths
+        self.skipped: list[dict] = []
+        self.ignored = 0
+
+    def dataset(self, root: Path, real: Path | None = None) -> _Found:
+        real = real or root
+        self.read_folders.add(real)
+        folders, loose, refused = self._list(root, real)
+        if len(folders) == 1 and not loose and not refused:
+            return self.dataset(*folders[0])
+        under = {path: self._pictures_under(path, path_real) for path, path_real in folders}
+        if any(under.values()):
+            for path, reason, is_folder in refused:
+                self._skip(path, path.name if is_folder else "", reason)
+            for path in loose:
+                self._skip(path, "", f"{path.name} is not inside a class folder")
+            entries = [ImageEntry(str(p), folder.name) for folder, paths in under.items()
+                       for p in paths]
+            return _Found("folders", entries, self.skipped, self.ignored)
+        for path, reason, is_folder in refused:
+            self._skip(path, "" if is_folder else _kaggle_label(path), reason)
+        loose.sort(key=lambda p: natural_key(p.name))
+        entries = [ImageEntry(str(p), _kaggle_label(p)) for p in loose]
+        return _Found("kaggle", entries, self.skipped, self.ignored)
+
+    def _pictures_under(self, top: Path, top_real: Path) -> list[Path]:
+        """Picture files anywhere under a class folder, in natural order of their subpath."""
+        found, stack = [], [(top, top_real)]
+        while stack:  # not recursion: a deep tree must not hit Python's recursion limit
+            folder, real = stack.pop()
+            folders, files, refused = self._list(folder, real)
+            for path, reason, _ in refused:
+                self._skip(path, top.name, reason)
+            stack += folders
+            found += files
+        return sorted(found, key=lambda p: natural_key(str(p.relative_to(top))))
+
+    def _list(self, folder: Path, real: Path):
+        """(sub-folders as (path, real path), picture files, refused as (path, reason, folder?))
+        directly in `folder`, hidden entries left out."""
+        try:
+            with os.scandir(folder) as listing:
+                items = sorted(listing, key=lambda item: natural_key(item.name))
+        except OSError as exc:
+            reason = f"{folder.name} cannot be read ({exc.strerror or exc})"
+            return [], [], [(folder, reason, True)]
+        folders, files, refused = [], [], []
+        for item in items:
+            path = Path(item.path)
+            if _hidden(path):
+                self.ignored += not item.is_dir()
+                continue
+            target, kind, why_not = self._target(item, real / item.name)
+            if why_not and (kind == "folder" or _is_picture_name(path)):
+                refused.append((path, f"{item.name} {why_not}", kind == "folder"))
+            elif kind == "file" and not why_not and _is_picture_name(path):
+                files.append(path)
+            elif kind != "folder" or why_not:  # .txt, .csv, links to them: counted only
+                self.ignored += 1
+            elif target not in self.read_folders:
+                self.read_folders.add(target)
+                folders.append((path, target))
+            elif item.is_symlink():  # a plain folder cannot be met twice; a link can
+                refused.append((path, f"{item.name} links to a folder already read", True))
+        return folders, files, refused
+
+    def _target(self, item: os.DirEntry, real: Path) -> tuple[Path | None, str, str | None]:
+        """The real path behind a directory entry, "folder", "file" or "other", and why it is
+        not followed (None when it is)."""
+        if not item.is_symlink():
+            kind = ("folder" if item.is_dir(follow_symlinks=False)
+                    else "file" if item.is_file(follow_symlinks=False) else "other")
+            return real, kind, None
+        try:
+            target = Path(item.path).resolve(strict=True)
+        except (OSError, RuntimeError):  # RuntimeError: a link loop, on Python < 3.13
+            return None, "other", "is a link that leads nowhere (its target is missing or loops)"
+        kind = "folder" if target.is_dir() else "file" if target.is_file() else "other"
+        if self.roots is not None and not config.is_allowed(target, self.roots):
+            return target, kind, "links outside the allowed folders"
+        return target, kind, None
+
+    def _skip(self, path: Path, label: str, reason: str) -> None:
+        self.skipped.append({"path": str(path), "label": label, "reason": reason})
 
 
 def _check_all(paths: list[str], workers: int | None,
@@ -303,25 +409,47 @@ def lay_out(manifest: Manifest, dest: str | Path, copy: bool = False) -> Path:
     return dest
 
 
-def _checked_root(root: str | Path) -> Path:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DatasetError(f"There is no folder {root}.")
-    if not root.is_dir():
-        raise DatasetError(f"{root} is a file, not a folder of images.")
-    return root.resolve()
+def _checked_root(root: str | Path, roots: list[Path] | None = None) -> Path:
+    """The real path of a folder the user named; DatasetError (one line) for anything else."""
+    shown = _shown(root)
+    if not str(root).strip():
+        raise DatasetError("No folder given: type the path of a folder of images.")
+    if "\0" in str(root):
+        raise DatasetError(f"The folder path {shown} contains a NUL byte (\\0); type it again.")
+    try:
+        path = Path(root).expanduser().resolve()
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, RuntimeError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+            raise DatasetError(f"The folder path {shown} is too long ({len(str(root)):,} "
+                               "characters): check what was pasted.") from None
+        raise DatasetError(f"{shown} cannot be opened ({getattr(exc, 'strerror', None) or exc})."
+                           ) from None
+    if not exists:
+        raise DatasetError(f"There is no folder {shown}.")
+    if not is_dir:
+        raise DatasetError(f"{shown} is a file, not a folder of images.")
+    if roots is not None and not config.is_allowed(path, roots):
+        raise DatasetError(f"{shown} is outside the folders this app may read. "
+                           "Set TRANSFER_LAB_ROOTS to allow it.")
+    return path
+
+
+def _shown(root: str | Path) -> str:
+    """A path as a message can show it: on one line, at most about 80 characters."""
+    text = repr(str(root))[1:-1]  # NUL and newlines as escapes
+    return text if len(text) <= 80 else f"{text[:56]}…{text[-20:]}"
 
 
 def _hidden(path: Path) -> bool:
     return path.name.startswith((".", "__MACOSX"))
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not _hidden(path) and path.is_file()
+def _is_picture_name(path: Path) -> bool:
+    """A name we decode (its content decides) or one of a picture format we list as skipped."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in OTHER_IMAGE_EXTENSIONS
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = [p for p in folder.rglob("*") if _is_image_name(p)
-             and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(folder).parts)]
-    return sorted(found, key=lambda p: natural_key(str(p.relative_to(folder))))
-
+def _kaggle_label(path: Path) -> str:
+    return path.name.split(".", 1)[0].lower()

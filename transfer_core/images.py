@@ -1,90 +1,209 @@
 """Decoding one image file into RGB pixels, the same way for checking, training and predicting.
 
-Pillow reads every format we accept (JPEG incl. CMYK, PNG, BMP, GIF, WebP), applies EXIF
-orientation, and converts grayscale, palette, CMYK and RGBA to RGB.
+Only the formats we document are decoded (JPEG incl. CMYK, PNG incl. 16-bit, BMP, GIF, WebP),
+chosen by the file's content and never by its name, so no file reaches Pillow's other plugins
+or an external decoder (Ghostscript for EPS). EXIF orientation is applied; grayscale, 16-bit,
+palette, CMYK and RGBA become 8-bit RGB. A picture over the pixel limit is refused before it is
+decoded, and JPEG decodes at a reduced scale when only a small copy is wanted (draft mode).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-# A bigger picture is more likely a decompression bomb than a photo (Pillow warns at 89 Mpx).
-MAX_PIXELS = 64_000_000
+# Pillow's format ids we decode, with the names we show.
+READ_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "GIF": "GIF", "WEBP": "WebP"}
+FORMATS_TEXT = ", ".join(READ_FORMATS.values())
+# Names worth decoding; what is in them decides whether they are read.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp"}
+
+_CONVERT = "convert it to JPEG or PNG first"
+_RAW = ("a camera raw file", "export it as JPEG from your photo software first")
+# Picture files we do not read: listed as skipped with what they are and what to do.
+OTHER_IMAGE_EXTENSIONS = {
+    **dict.fromkeys([".heic", ".heif", ".hif"], (
+        "a HEIC photo", "convert it to JPEG first (an iPhone saves JPEG with Settings › "
+                        "Camera › Formats › Most Compatible)")),
+    ".avif": ("an AVIF image", _CONVERT),
+    **dict.fromkeys([".svg", ".svgz"], ("an SVG drawing", "render it to PNG first")),
+    **dict.fromkeys([".tif", ".tiff"], ("a TIFF image", _CONVERT)),
+    **dict.fromkeys([".raw", ".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".orf", ".rw2",
+                     ".raf", ".pef", ".srw"], _RAW),
+    ".psd": ("a Photoshop document", _CONVERT),
+    ".xcf": ("a GIMP document", _CONVERT),
+    ".jxl": ("a JPEG XL image", _CONVERT),
+    **dict.fromkeys([".jp2", ".j2k", ".jpf", ".jpx"], ("a JPEG 2000 image", _CONVERT)),
+    **dict.fromkeys([".ico", ".cur", ".icns"], ("an icon file", _CONVERT)),
+    **dict.fromkeys([".pcx", ".tga", ".sgi", ".dds", ".ppm", ".pgm", ".pbm", ".pnm", ".qoi"],
+                    ("an image in a format we do not read", _CONVERT)),
+    **dict.fromkeys([".eps", ".ps", ".ai"], ("a PostScript drawing", "render it to PNG first")),
+    **dict.fromkeys([".exr", ".hdr"], ("a high-dynamic-range image", _CONVERT)),
+}
+
+# Phones take 12-50 Mpx photos; the largest "50 Mpx" sensors give 8,192×6,144 = 50.3 Mpx.
+# 52 Mpx keeps those and bounds memory: the check decodes at most 4 bytes per pixel (RGBA,
+# 208 MB), the RGB conversion adds 3 (156 MB). Pillow's own bomb warning starts at 89 Mpx.
+DEFAULT_MAX_MEGAPIXELS = 52
+MAX_PIXELS_ENV = "TRANSFER_LAB_MAX_MEGAPIXELS"
 
 
-def open_rgb(source: str | Path | bytes, max_pixels: int = MAX_PIXELS,
-             name: str | None = None) -> Image.Image:
-    """Fully decode `source` (a path or the file's bytes) to an upright RGB image.
-
-    Raises ImageError with a reason a person understands.
-    """
-    name = name or ("the upload" if isinstance(source, (bytes, bytearray)) else Path(source).name)
-    if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise ImageError(f"{name} is empty (zero bytes)")
-        stream = io.BytesIO(source)
-    else:
-        if Path(source).stat().st_size == 0:
-            raise ImageError(f"{name} is empty (zero bytes)")
-        stream = source
+def max_pixels() -> int:
+    """The pixel limit: TRANSFER_LAB_MAX_MEGAPIXELS (a number of megapixels) or the default."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_MEGAPIXELS * 1_000_000
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"{name} is too large ({width}×{height} pixels; the limit is "
-                                 f"{max_pixels // 1_000_000} megapixels)")
-            image.seek(0)  # a GIF's first frame
-            image.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name} is too large in pixels to be a photo") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image (or not a format we read: "
-                         "JPEG, PNG, BMP, GIF, WebP)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{name} is truncated or corrupt ({exc})") from None
-    image = ImageOps.exif_transpose(image)
-    if image.mode != "RGB":
-        image = _to_rgb(image)
+        megapixels = float(value)
+    except ValueError:
+        megapixels = 0.0
+    if not 0 < megapixels < 10_000:
+        raise ImageError(f"{MAX_PIXELS_ENV} must be a number of megapixels, e.g. "
+                         f"{DEFAULT_MAX_MEGAPIXELS}. Received: {value!r}")
+    return int(megapixels * 1_000_000)
+
+
+def open_rgb(source: str | Path | bytes, max_pixels: int | None = None,
+             name: str | None = None, size: tuple[int, int] | None = None,
+             max_side: int | None = None) -> Image.Image:
+    """Fully decode `source` (a path or the file's bytes) to an upright 8-bit RGB image.
+
+    `size` = (height, width) resizes to exactly that (bilinear); `max_side` shrinks so that the
+    longer side is at most that, keeping the aspect ratio (for display). Either lets a JPEG
+    decode at 1/2, 1/4 or 1/8 scale. Raises ImageError with a reason a person understands;
+    OSError when the file cannot be opened at all.
+    """
+    target = max(size) if size else max_side
+    image = _decode(source, name, max_pixels, draft_side=target)
+    image = _to_rgb(image)
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    elif max_side is not None and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.BILINEAR)
     return image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    # Transparent pixels become white, as a viewer shows them, instead of black.
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def load_array(source: str | Path | bytes, size: tuple[int, int] | None = None,
                name: str | None = None) -> np.ndarray:
     """RGB uint8 array (H, W, 3), resized to `size` = (height, width) with bilinear filtering."""
-    image = open_rgb(source, name=name)
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(open_rgb(source, name=name, size=size), dtype=np.uint8)
 
 
 def check_image(path: str | Path) -> str | None:
-    """None for a usable image, else the reason it is skipped."""
+    """None for a usable image, else the reason it is skipped.
+
+    Decodes every pixel at full size (only that proves a file is not truncated), but does not
+    convert it: the check costs the decoded picture and nothing more.
+    """
     try:
-        open_rgb(path)
+        _decode(path, None, None, draft_side=None)
     except ImageError as exc:
         return str(exc)
     except OSError as exc:  # unreadable file (permissions, vanished)
         return f"{Path(path).name} cannot be read ({exc.strerror or exc})"
     return None
+
+
+def _decode(source: str | Path | bytes, name: str | None, limit: int | None,
+            draft_side: int | None) -> Image.Image:
+    """The decoded, upright picture in Pillow's own mode, from one of READ_FORMATS only."""
+    is_bytes = isinstance(source, (bytes, bytearray))
+    name = name or ("the upload" if is_bytes else Path(source).name)
+    limit = limit or max_pixels()
+    with (io.BytesIO(source) if is_bytes else open(source, "rb")) as stream:
+        if not stream.seek(0, io.SEEK_END):
+            raise ImageError(f"{name} is empty (zero bytes)")
+        stream.seek(0)
+        try:
+            return _decode_stream(stream, name, limit, draft_side)
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name} is too large in pixels to be a photo") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(_not_read_reason(stream, name)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"{name} is truncated or corrupt ({exc})") from None
+
+
+def _decode_stream(stream: BinaryIO, name: str, limit: int,
+                   draft_side: int | None) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(stream, formats=list(READ_FORMATS))
+        width, height = image.size
+        if width * height > limit:  # refused from the header, before any pixel is decoded
+            raise ImageError(
+                f"{name} is too large ({width}×{height} = {width * height / 1e6:.1f} "
+                f"megapixels; the limit is {limit / 1e6:g}, set {MAX_PIXELS_ENV} to change it)")
+        image.seek(0)  # a GIF's first frame
+        if draft_side and image.format in ("JPEG", "MPO"):
+            # Decode at the smallest 1/2^k scale still at least draft_side on each side.
+            image.draft("RGB", (draft_side, draft_side))
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+    return image
+
+
+def _not_read_reason(stream: BinaryIO, name: str) -> str:
+    """Why a file that none of READ_FORMATS accepts is skipped, and what to do about it."""
+    suffix = Path(name).suffix.lower()
+    if suffix in OTHER_IMAGE_EXTENSIONS:  # the name is more telling for camera raw (TIFF inside)
+        kind, how = OTHER_IMAGE_EXTENSIONS[suffix]
+        return f"{name} is {kind}, a format we do not read; {how} (we read {FORMATS_TEXT})"
+    found = _identify(stream)
+    if found:
+        return (f"{name} is in {found} format; the formats we read are {FORMATS_TEXT}: "
+                f"{_CONVERT}")
+    return f"{name} is not an image (or not a format we read: {FORMATS_TEXT})"
+
+
+def _identify(stream: BinaryIO) -> str | None:
+    """The format of a file we do not read, from its header only: nothing is decoded, so no
+    plugin's loader (Ghostscript for EPS) ever runs."""
+    stream.seek(0)
+    head = stream.read(4096)
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis",
+                                                b"hevx", b"mif1", b"msf1"):
+        return "HEIC"
+    if b"<svg" in head:
+        return "SVG"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    stream.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(stream).format  # Image.open reads headers; load() is never called
+    except Exception:  # noqa: BLE001 — any plugin's header parser may fail in its own way
+        return None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):  # 16-bit grayscale PNG: I;16, I;16B, or I
+        image = _sixteen_to_eight(image)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+            image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as a viewer shows them, instead of black.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba)  # the alpha band, without another full-size copy
+        return background
+    return image.convert("RGB")
+
+
+def _sixteen_to_eight(image: Image.Image) -> Image.Image:
+    # Pillow's convert() clips 16-bit values at 255 (a 16-bit photo turns white); keep the
+    # high byte instead, as Pillow itself does for 16-bit RGB PNGs.
+    values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+    return Image.fromarray((values >> 8).astype(np.uint8))
