@@ -315,10 +315,11 @@ class Run:
         if state in ("queued", "running"):
             return f"Run {self.name} is still {state}: use its model when it ends (or stop it)."
         if not self.model_path.exists():
-            if state == "failed" and self.epochs():
-                return (f"Run {self.name} failed after {len(self.epochs())} epochs without "
+            done = len(self.epochs())
+            if state == "failed" and done:
+                return (f"Run {self.name} failed after {done} epoch{'s' * (done > 1)} without "
                         f"saving a model: {error}")
-            if state in ENDED_STATES and self.epochs():
+            if state in ENDED_STATES and done:
                 return f"Run {self.name} was {state} before its first model was saved."
             if state == "failed":
                 return f"Run {self.name} failed before its first epoch: {error}"

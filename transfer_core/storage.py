@@ -17,7 +17,8 @@ from .errors import TransferLabError
 
 # Every temporary file or folder we create carries its writer's pid, so that the next start can
 # tell a leftover of a killed writer (removed) from the work of a live one (never touched).
-_WRITER = re.compile(r"\.pid(\d+)\.")
+# (Before, a model's was ".model-PID.tmp.keras": its pid is read too.)
+_WRITER = re.compile(r"(?:\.pid|^\.model-)(\d+)\.")
 # Leftovers named before the pid was in the name: removed once they are this old.
 _UNNAMED_TEMP_AGE = 24 * 3600
 
@@ -97,7 +98,9 @@ def read_json_object(path: str | Path, default=None) -> dict | None:
     """read_json for a file that holds one JSON object; anything else raises DamagedFile."""
     data = read_json(path, default)
     if data is not default and not isinstance(data, dict):
-        raise DamagedFile(path, f"holds a {type(data).__name__}, not a JSON object")
+        kind = {bool: "true or false", int: "a number", float: "a number", str: "a string",
+                list: "a list", type(None): "null"}[type(data)]
+        raise DamagedFile(path, f"holds {kind}, not a JSON object")
     return data
 
 
