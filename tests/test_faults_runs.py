@@ -49,7 +49,7 @@ def dead_pid() -> int:
 
 
 def temp_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*") if storage.is_temp(p.name))
+    return sorted(p.name for p in folder.rglob(".*") if storage.is_temp(p.name, p.is_dir()))
 
 
 @pytest.fixture(scope="module")
@@ -456,6 +456,8 @@ def test_leftovers_of_dead_writers_are_removed_at_the_next_start(workspace):
              features / ".old.partial-legacy"]
     live = [features / f".abc.partial.pid{alive}.x2", run / f".status.json.pid{alive}.q2.tmp",
             features / ".new.partial-legacy"]
+    hidden_run = workspace / "runs" / f".run.pid{dead}.tmp"  # a folder, named by a user
+    shutil.copytree(run, hidden_run)
     for path in stale + live:
         if "partial" in path.name:
             path.mkdir()
@@ -472,6 +474,7 @@ def test_leftovers_of_dead_writers_are_removed_at_the_next_start(workspace):
     assert {p.name for p in removed} == {p.name for p in stale[1:5]}
     assert [p for p in stale if p.exists()] == []
     assert [p for p in live if not p.exists()] == []  # a live writer's files are never touched
+    assert (hidden_run / "model.keras").exists()  # only partial feature sets are folders
     assert Run(run).has_usable_model()
 
 

@@ -162,8 +162,9 @@ def test_sigterm_stops_a_run_like_the_stop_button(tmp_path):
     workspace = tmp_path / "workspace"
     data = make_folder_dataset(tmp_path / "colours", per_class=6)
     manifest = str(split(scan(data), SplitRequest(counts=(4, 2, 0))).save(workspace, "sig"))
-    run = jobs.start(workspace, TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
-                                            **{**FAST, "batch_size": 4}, epochs=10_000), "sig")
+    config = TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
+                         **{**FAST, "batch_size": 4}, epochs=10_000)
+    run = jobs.start(workspace, config, "sig")
     try:
         _wait(lambda: run.epochs() or run.status()["state"] not in ("queued", "running"),
               120, "the first epoch")

@@ -153,7 +153,8 @@ class Run:
     def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> "Run":
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.backbone}-{config.strategy}"
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base)
+        # Never hidden: a hidden name is what temporary files have.
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).lstrip(".") or "run"
         folder = paths.runs_dir(Path(workspace)) / base
         suffix = 1
         while folder.exists():

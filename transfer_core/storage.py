@@ -200,9 +200,12 @@ def temp_writer(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def is_temp(name: str) -> bool:
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name
-                                     or ".partial" in name)
+def is_temp(name: str, folder: bool = False) -> bool:
+    """Whether `name` is one of our temporary files (or, with `folder`, a partial feature
+    set's folder): hidden, and named so."""
+    if folder:
+        return name.startswith(".") and ".partial" in name
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -214,9 +217,10 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if not is_temp(entry.name) or not _stale(entry):
+        folder = entry.is_dir() and not entry.is_symlink()
+        if not is_temp(entry.name, folder) or not _stale(entry):
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if folder:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
