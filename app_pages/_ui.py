@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from transfer_core import config
+from transfer_core import config, jobs
 from transfer_core.datasets import list_manifests, load_manifest, scan
 from transfer_core.errors import TransferLabError
 from transfer_core.runs import Run, list_runs
@@ -75,8 +75,9 @@ def set_current_run(run: Run) -> None:
 
 
 def finished_runs() -> list[Run]:
-    return [r for r in runs() if r.model_path.exists()
-            and r.status().get("state") in ("finished", "stopped")]
+    """The runs whose model Evaluate and Predict can use (Run.has_usable_model: ended, and
+    model.keras whole; an interrupted run's kept model too). Damaged runs are not offered."""
+    return [r for r in runs() if r.has_usable_model()]
 
 
 def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
@@ -94,9 +95,17 @@ def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
 
 
 def run_label(run: Run) -> str:
-    cfg = run.config
-    return (f"{run.name} ({cfg.backbone}, {cfg.strategy.replace('_', ' ')}) · "
-            f"{run.status().get('state', '?')}")
+    """A run as the pickers show it; a run that did not finish says which epoch's model it
+    kept, a damaged one says what is damaged."""
+    problem = run.problem()
+    if problem:
+        return f"{run.name} · {problem}"
+    cfg, state = run.config, run.status().get("state", "?")
+    label = f"{run.name} ({cfg.backbone}, {cfg.strategy.replace('_', ' ')}) · {state}"
+    kept = run.kept_epoch()
+    if kept and state != "finished":
+        label += f" · model of epoch {kept['global_epoch']}"
+    return label
 
 
 # ---- cached work -----------------------------------------------------------------------------
@@ -137,10 +146,27 @@ def needs(what: str, page: str, label: str) -> None:
 
 def sidebar_status() -> None:
     """The frame's sidebar: the current dataset and the current or last run."""
+    remove_leftovers_once(str(workspace()))
     with st.sidebar:
         _sidebar_entry("Current dataset", current_manifest(), _show_manifest)
-        _sidebar_entry("Current run", current_run(), _show_run)
+        current = current_run()
+        _sidebar_entry("Current run", current, _show_run)
+        _show_damaged([r for r in runs() if current is None or r.name != current.name])
         st.caption(f"Workspace: `{workspace()}`")
+
+
+@st.cache_resource(show_spinner=False)
+def remove_leftovers_once(folder: str) -> int:
+    """At the app's start, the temporary files of killed writers go (once per workspace)."""
+    return len(jobs.remove_leftovers(folder))
+
+
+def _show_damaged(others: list[Run]) -> None:
+    """Damaged runs are named on every page: they are not offered anywhere else."""
+    for run in others:
+        problem = run.problem()
+        if problem:
+            st.caption(f":material/broken_image: {run.name} · {problem}")
 
 
 def _sidebar_entry(title: str, item, show) -> None:
@@ -165,8 +191,17 @@ def _show_run(run) -> None:
     # machine may lack (the icon then shows as an empty box).
     icon = {"running": ":material/directions_run:", "queued": ":material/hourglass_top:",
             "finished": ":material/check_circle:", "failed": ":material/error:",
-            "stopped": ":material/stop_circle:"}.get(state, "")
+            "stopped": ":material/stop_circle:", "interrupted": ":material/warning:",
+            "damaged": ":material/broken_image:"}.get(state, "")
     st.write(f"**{run.name}**")
+    if state == "damaged":
+        st.caption(f"{icon} {status['error']}")
+        return
     epoch = (f" · epoch {status.get('global_epoch')}/{status.get('total_epochs')}"
              if state == "running" and status.get("global_epoch") else "")
+    kept = run.kept_epoch() if state in ("stopped", "interrupted", "failed") else None
+    if kept:
+        epoch = f" · model of epoch {kept['global_epoch']} kept"
     st.caption(f"{icon} {state}{epoch}")
+    for warning in run.warnings():
+        st.caption(f":material/warning: {warning}")

@@ -12,7 +12,8 @@ st.title("Curves")
 st.caption("Step 3 of 5 · training against validation. Where validation stops improving while "
            "training keeps going, the model has started to overfit.")
 
-with_epochs = [r for r in ui.runs() if r.epochs()]
+# A damaged run is named in the sidebar; its curves are not drawn.
+with_epochs = [r for r in ui.runs() if not r.problem() and r.epochs()]
 if not with_epochs:
     ui.needs("No run has finished an epoch yet.", "train", "Go to Train")
     st.stop()
@@ -37,7 +38,8 @@ if not (raw or smoothed):
     # The figures would show only the best-epoch star: say why the curves are gone.
     st.info("Turn on raw points or smoothed lines to see the curves.", icon=":material/info:")
 
-records = {name: next(r for r in with_epochs if r.name == name).epochs() for name in chosen}
+by_name = {r.name: r for r in with_epochs}
+records = {name: by_name[name].epochs() for name in chosen}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -49,12 +51,30 @@ left, right = st.columns(2)
 left.plotly_chart(figure(records, "accuracy", factor, raw, smoothed), key="accuracy_chart")
 right.plotly_chart(figure(records, "loss", factor, raw, smoothed), key="loss_chart")
 
+
+
+def kept_caption(run, rows) -> str | None:
+    """Which epoch's model the run kept: the best by its monitor among the epochs whose model
+    was saved (an interrupted run's last epoch may have scored better, unsaved)."""
+    monitor = run.config.monitor
+    kept, best = run.kept_epoch(), best_epoch(rows, monitor)
+    if kept is None or kept.get(monitor) is None:  # no validation split: no best to name
+        return None
+    text = (f"{run.name}: best epoch {kept['global_epoch']} (validation accuracy "
+            f"{100 * (kept.get('val_accuracy') or 0):.1f}%, loss {kept.get('val_loss') or 0:.4f})"
+            " — its model is the one saved.")
+    if best and best["global_epoch"] != kept["global_epoch"]:
+        text += (f" Epoch {best['global_epoch']} scored better, but its model was not saved "
+                 f"(the run is {run.status().get('state')}).")
+    return text
+
+
 for name, rows in records.items():
-    best = best_epoch(rows)
-    if best:
-        st.caption(f"{name}: best epoch {best['global_epoch']} "
-                   f"(validation accuracy {100 * (best.get('val_accuracy') or 0):.1f}%, "
-                   f"loss {best.get('val_loss', 0):.4f}) — its model is the one saved.")
+    caption = kept_caption(by_name[name], rows)
+    if caption:
+        st.caption(caption)
+    for warning in by_name[name].warnings():
+        st.caption(f":material/warning: {name}: {warning}")
 
 table = curves_table(records, factor)
 buffer = io.StringIO()

@@ -44,7 +44,8 @@ def form_defaults() -> dict:
     run's settings, so Start repeats what is shown below; with no run, the chapter's."""
     if "form_defaults" not in st.session_state:
         run = ui.current_run()
-        st.session_state["form_defaults"] = run.config.to_dict() if run else {}
+        usable = run is not None and not run.problem()  # a damaged run has no settings to show
+        st.session_state["form_defaults"] = run.config.to_dict() if usable else {}
     return st.session_state["form_defaults"]
 
 
@@ -80,6 +81,9 @@ def settings_form(manifest) -> TrainConfig | None:
                    f"{facts['flops_per_image'] / 1e9:.2f} GFLOPs per image · features "
                    f"{' × '.join(map(str, facts['feature_shape']))} · "
                    f"{speed['images_per_second']:.1f} images/s here")
+        if speed.get("not_saved"):  # measured, not remembered: the page carries on
+            st.warning(f"The measurement is not remembered: {speed['not_saved']}.",
+                       icon=":material/warning:")
 
     strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
                         index=STRATEGIES.index(last.get("strategy", STRATEGIES[0])),
@@ -204,8 +208,20 @@ def show_run(run: Run):
         st.success("Finished. The best epoch's model is saved.", icon=":material/check_circle:")
     elif state == "stopped":
         st.warning("Stopped. The best model so far is kept.", icon=":material/stop_circle:")
+    elif state == "interrupted":
+        st.warning(f"Interrupted: {status.get('error')}", icon=":material/warning:")
     elif state == "failed":
         st.error(f"Failed: {status.get('error')}", icon=":material/error:")
+    elif state == "damaged":
+        st.error(f"This run is {status.get('error')}. The other runs are not affected.",
+                 icon=":material/broken_image:")
+        return
+    kept = run.kept_epoch() if state in ("stopped", "interrupted", "failed") else None
+    if kept:
+        st.caption(f"The model kept is epoch {kept['global_epoch']}'s (validation accuracy "
+                   f"{100 * (kept.get('val_accuracy') or 0):.1f}%), the best that was saved.")
+    for warning in run.warnings():
+        st.caption(f":material/warning: {warning}")
     if state in ("queued", "running"):
         if st.button("Stop", icon=":material/stop:", key=f"stop_{run.name}"):
             jobs.stop(run)
@@ -215,7 +231,7 @@ def show_run(run: Run):
         left, right = st.columns(2)
         left.plotly_chart(curves_figure({run.name: records}, "accuracy"), key="live_acc")
         right.plotly_chart(curves_figure({run.name: records}, "loss"), key="live_loss")
-    if state in ("finished", "stopped") and run.model_path.exists():
+    if run.has_usable_model():
         c1, c2, c3 = st.columns(3)
         c1.page_link(ui.PAGES["curves"], label="See the curves", icon=":material/show_chart:")
         c2.page_link(ui.PAGES["evaluate"], label="Evaluate on the test set",
@@ -246,9 +262,13 @@ busy = jobs.active_run(ui.workspace())
 if busy:
     st.caption(f"{busy.name} is training now; a new run waits in line until it ends.")
 if config and st.button("Start training", type="primary", icon=":material/play_arrow:"):
-    run = jobs.start(ui.workspace(), config)
-    ui.set_current_run(run)
-    st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new run
+    try:
+        run = jobs.start(ui.workspace(), config)
+    except TransferLabError as exc:  # e.g. no room on the disk for the run folder
+        ui.show_error(exc)
+    else:
+        ui.set_current_run(run)
+        st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new run
 
 run = ui.current_run()
 if run is not None:

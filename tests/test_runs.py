@@ -1,5 +1,5 @@
 """Run settings and run lifetimes: validation that names the setting, background training that
-queues and stops, and a worker that died reading as failed."""
+queues and stops, and a worker that died reading as interrupted."""
 
 from __future__ import annotations
 
@@ -65,19 +65,20 @@ def idle_run(tmp_path) -> Run:
     return Run.create_in(tmp_path / "run", config)
 
 
-def test_a_run_whose_worker_died_reads_as_failed(idle_run):
+def test_a_run_whose_worker_died_reads_as_interrupted(idle_run):
     assert idle_run.status()["state"] == "queued"  # created, no worker yet: waiting
     worker = subprocess.Popen([sys.executable, "-c", "pass"])
     worker.wait()
     idle_run.update_status(state="running", pid=worker.pid, epoch=3)
     status = idle_run.status()
-    assert status["state"] == "failed"
-    assert "ended unexpectedly" in status["error"] and "log.txt" in status["error"]
+    assert status["state"] == "interrupted"
+    assert "ended without a final word" in status["error"] and "log.txt" in status["error"]
     assert status["epoch"] == 3  # what it did before dying is still shown
-    assert idle_run.summary()["state"] == "failed"
+    assert idle_run.summary()["state"] == "interrupted"
+    assert "has not finished an epoch yet" in idle_run.model_problem()
 
 
-def test_a_finished_but_unreaped_worker_reads_as_failed(idle_run):
+def test_a_finished_but_unreaped_worker_reads_as_interrupted(idle_run):
     worker = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         deadline = time.time() + 10
@@ -85,7 +86,7 @@ def test_a_finished_but_unreaped_worker_reads_as_failed(idle_run):
             assert time.time() < deadline, "the child did not exit"
             time.sleep(0.05)
         idle_run.update_status(state="queued", pid=worker.pid)
-        assert idle_run.status()["state"] == "failed"
+        assert idle_run.status()["state"] == "interrupted"
     finally:
         worker.wait()
 
@@ -161,8 +162,9 @@ def test_sigterm_stops_a_run_like_the_stop_button(tmp_path):
     workspace = tmp_path / "workspace"
     data = make_folder_dataset(tmp_path / "colours", per_class=6)
     manifest = str(split(scan(data), SplitRequest(counts=(4, 2, 0))).save(workspace, "sig"))
-    run = jobs.start(workspace, TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
-                                            **{**FAST, "batch_size": 4}, epochs=10_000), "sig")
+    config = TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
+                         **{**FAST, "batch_size": 4}, epochs=10_000)
+    run = jobs.start(workspace, config, "sig")
     try:
         _wait(lambda: run.epochs() or run.status()["state"] not in ("queued", "running"),
               120, "the first epoch")

@@ -312,13 +312,10 @@ class Runs:
 
     @staticmethod
     def run(args):
-        from .runs import list_runs
+        from .runs import list_runs, summary_line
 
         rows = [run.summary() for run in list_runs(workspace(args))]
-        lines = [f"{r['name']}: {r['state']}, {r['epochs_done']}/{r['epochs_total']} epochs, "
-                 f"best val_accuracy {_fmt(r['best_val_accuracy'], True)}, "
-                 f"test accuracy {_fmt(r['test_accuracy'], True)}" for r in rows]
-        return {"runs": rows}, "\n".join(lines) or "no runs yet"
+        return {"runs": rows}, "\n".join(map(summary_line, rows)) or "no runs yet"
 
 
 @command("stop", "ask a running or queued run to stop (it ends within one batch)")

@@ -42,20 +42,30 @@ def measure_throughput(backbone: str, image_size: int | None = None, batch_size:
 
 def remembered_throughput(workspace, backbone: str, image_size: int) -> dict:
     """measure_throughput, measured once per machine and kept in the workspace's cache, so a
-    fresh app does not pay the measurement again."""
+    fresh app does not pay the measurement again. A cache that cannot be read (damaged) or
+    written (a full disk) costs a new measurement, never the answer: the result then says
+    why in "not_saved"."""
     import platform
 
     import tensorflow as tf
 
     from . import config
-    from .storage import read_json, write_json_atomic
+    from .storage import DamagedFile, read_json_object, write_failure, write_json_atomic
 
     path = config.cache_dir(workspace) / "throughput.json"
     key = f"{backbone}:{image_size}:{tf.__version__}:{platform.node()}:{os.cpu_count()}"
-    known = read_json(path, {}) or {}
-    if key not in known:
-        known[key] = measure_throughput(backbone, image_size)
+    try:
+        known = read_json_object(path, {})
+    except DamagedFile:
+        known = {}  # rewritten whole below
+    if isinstance(known.get(key), dict):
+        return known[key]
+    known[key] = measure_throughput(backbone, image_size)
+    try:
         write_json_atomic(path, known)
+    except OSError as exc:
+        return {**known[key], "not_saved": write_failure(exc, path.parent,
+                                                         "remembering the measurement")}
     return known[key]
 
 
@@ -68,7 +78,8 @@ def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
     > 0 is the view bank: the frozen part runs once per view, only the rest every epoch.
     """
     rate = throughput["images_per_second"]
-    head_inputs = throughput["feature_size"] if pooling == "flatten" else throughput["feature_channels"]
+    head_inputs = (throughput["feature_size"] if pooling == "flatten"
+                   else throughput["feature_channels"])
     head_flops = 2 * head_inputs * dense_units * BACKWARD_FACTOR
     head_epoch = n_train * head_flops / throughput["flops_per_second"]
     base_epoch = (n_train + n_val) / rate

@@ -10,6 +10,7 @@ function, without decoding or re-running the layers below the cut.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +33,8 @@ from .device import configure
 from .errors import DatasetError, ImageError
 from .inputs import inference_batches
 from .layers import Preprocess
-from .storage import write_json_atomic
+from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failure,
+                      write_json_atomic)
 
 FORMAT = 1
 
@@ -123,6 +125,7 @@ class FeatureCache:
     def __init__(self, workspace: str | Path):
         self.root = config.cache_dir(Path(workspace)) / "features"
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.root)  # what extractions killed midway left behind
 
     def key(self, paths: list[str], labels: list[int], spec: FeatureSpec) -> str:
         blob = json.dumps({"format": FORMAT, "spec": spec.cache_identity(),
@@ -134,8 +137,12 @@ class FeatureCache:
         if not (folder / "meta.json").exists():
             return None
         started = time.perf_counter()
-        features = np.load(folder / "features.npy", mmap_mode="r")
-        labels = np.load(folder / "labels.npy")
+        try:
+            features = np.load(folder / "features.npy", mmap_mode="r")
+            labels = np.load(folder / "labels.npy")
+        except (OSError, ValueError):  # damaged since it was written whole: compute it again
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
         return FeatureSet(features, labels, paths, key, folder, True,
                           time.perf_counter() - started, None)
 
@@ -161,24 +168,26 @@ class FeatureCache:
 
     def _compute(self, key, paths, labels, spec, shape, compute, source) -> FeatureSet:
         started = time.perf_counter()
-        # A folder of its own per extraction: two sessions on the same key never collide.
-        partial = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.partial-"))
+        # A folder of its own per extraction: two sessions on the same key never collide. The
+        # pid in its name lets the next start remove it if this process is killed.
+        partial = Path(tempfile.mkdtemp(dir=self.root, prefix=temp_prefix(f"{key}.partial")))
         try:
             check_disk(partial, shape)
             with NpyWriter(partial / "features.npy", shape) as features:
                 speed = compute(features)
-            np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
-            write_json_atomic(partial / "meta.json", {
-                "key": key, "spec": spec.cache_identity(), "images": len(paths),
-                "views": spec.views, "derived_from": source,
-                "feature_shape": list(shape[1:]), "created": time.time(),
-                "images_per_second": speed.images_per_second,
-                "steady_images_per_second": speed.steady_images_per_second})
+            with writing_cache(partial):
+                np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
+                write_json_atomic(partial / "meta.json", {
+                    "key": key, "spec": spec.cache_identity(), "images": len(paths),
+                    "views": spec.views, "derived_from": source,
+                    "feature_shape": list(shape[1:]), "created": time.time(),
+                    "images_per_second": speed.images_per_second,
+                    "steady_images_per_second": speed.steady_images_per_second})
             try:
                 os.rename(partial, self.root / key)
             except OSError:  # another session finished the same key first: same content
                 shutil.rmtree(partial, ignore_errors=True)
-        except BaseException:
+        except BaseException:  # a full disk, a stop, a bug: no partial set is left behind
             shutil.rmtree(partial, ignore_errors=True)
             raise
         result = self.load(key, paths)
@@ -268,6 +277,16 @@ def check_disk(folder: Path, shape) -> None:
             "Use fewer augmented views, a smaller image size, or clear the feature cache.")
 
 
+@contextlib.contextmanager
+def writing_cache(folder: Path):
+    """A failed write into the cache (a full disk) as StorageError: where, why, space free."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(write_failure(exc, folder.parent, "writing the feature cache")) \
+            from exc
+
+
 class NpyWriter:
     """Writes a float32 .npy file batch by batch, in order. Plain writes, not a memory map:
     the written pages stay in the page cache, not in the process's memory, so memory stays
@@ -277,21 +296,29 @@ class NpyWriter:
         self.path, self.shape, self.rows = Path(path), tuple(int(n) for n in shape), 0
 
     def __enter__(self):
-        self.handle = open(self.path, "wb")
-        np.lib.format.write_array_header_1_0(self.handle, {
-            "descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
-            "fortran_order": False, "shape": self.shape})
+        with writing_cache(self.path.parent):
+            self.handle = open(self.path, "wb")
+            np.lib.format.write_array_header_1_0(self.handle, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
+                "fortran_order": False, "shape": self.shape})
         return self
 
     def __len__(self):
         return self.shape[0]
 
     def append(self, batch: np.ndarray) -> None:
-        self.handle.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
+        with writing_cache(self.path.parent):
+            self.handle.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
         self.rows += len(batch)
 
     def __exit__(self, kind, *rest):
-        self.handle.close()
+        try:
+            with writing_cache(self.path.parent):
+                self.handle.close()  # flushes the last buffered rows: may find the disk full
+        except StorageError:
+            if kind is None:
+                raise
+            return  # the first failure is the one to report
         if kind is None and self.rows != self.shape[0]:
             raise RuntimeError(f"wrote {self.rows} rows of {self.shape[0]} to {self.path}")
 

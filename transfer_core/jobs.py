@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import config as paths
 from .runs import Run, TrainConfig, list_runs
+from .storage import StorageError, remove_stale_temps, write_failure
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,12 +31,17 @@ def start(workspace: str | Path, config: TrainConfig, name: str | None = None) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    with open(run.log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "transfer_core", "worker", str(run.folder),
-             "--workspace", str(workspace)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=PROJECT_ROOT, start_new_session=True)
+    try:
+        with open(run.log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "transfer_core", "worker", str(run.folder),
+                 "--workspace", str(workspace)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=PROJECT_ROOT, start_new_session=True)
+    except OSError as exc:  # no room for the log: the run ends before it began
+        error = write_failure(exc, run.folder, "starting the training process")
+        run.finish(state="failed", error=error, finished=time.time())
+        raise StorageError(error) from None
     run.update_status(pid=process.pid)
     return run
 
@@ -45,12 +51,27 @@ def run_when_free(run: Run, workspace: str | Path, poll_seconds: float = 0.5) ->
     from .training import train
 
     _stop_on_sigterm(run)
-    run.update_status(state="queued", pid=os.getpid())
+    remove_leftovers(workspace)
+    try:
+        run.update_status(state="queued", pid=os.getpid())
+    except StorageError as exc:  # a full disk before the start: say so and end
+        return run.finish(state="failed", error=str(exc), finished=time.time(), pid=None)
     with _training_slot(Path(workspace), run, poll_seconds) as acquired:
         if not acquired:
-            return run.update_status(state="stopped", finished=time.time(), pid=None,
-                                     stage="stopped before it started")
+            return run.finish(state="stopped", finished=time.time(), pid=None,
+                              stage="stopped before it started")
         return train(run, workspace)
+
+
+def remove_leftovers(workspace: str | Path) -> list[Path]:
+    """Remove the temporary files and partial feature sets that killed processes left in the
+    workspace (a writer's pid is in each name: a live writer's files are never touched).
+    Called when a worker or the app starts; returns what was removed."""
+    workspace = Path(workspace)
+    folders = [paths.runs_dir(workspace), paths.cache_dir(workspace),
+               paths.cache_dir(workspace) / "features", paths.manifests_dir(workspace)]
+    folders += [run.folder for run in list_runs(workspace)]
+    return [path for folder in folders for path in remove_stale_temps(folder)]
 
 
 def _stop_on_sigterm(run: Run) -> None:

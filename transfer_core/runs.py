@@ -2,18 +2,27 @@
 that show it, so a run survives reruns, page switches, closed tabs and a second browser.
 
 config.json    everything needed to repeat the run (TrainConfig)
-status.json    queued / running / finished / failed / stopped, phase, epoch, progress, error
+status.json    queued / running / finished / failed / stopped, phase, epoch, progress, error,
+               saved_epoch (the epoch whose model is in model.keras)
 metrics.jsonl  one line per epoch and phase, and a progress line every few batches
 model.keras    the best epoch so far (by the configured monitor)
 audit.json     the freeze audit: what was trainable in each phase, and proof the rest was not
 evaluation.json  test-split results, written by `evaluate`
+
+Every file is read defensively: a damaged one (truncated, edited, another format) makes its
+run read as "damaged: <file>: <why>" (config.json, status.json) or as a warning (a metrics
+line, audit.json, evaluation.json), never an exception that would hide the other runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import os
 import re
+import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,12 +30,20 @@ from . import config as paths
 from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
 from .datasets import load_manifest
-from .errors import RunError
-from .history import best_epoch
-from .storage import append_jsonl, read_json, read_jsonl, write_json_atomic
+from .errors import RunError, TransferLabError
+from .storage import (DamagedFile, StorageError, append_jsonl, process_alive, read_json_object,
+                      read_jsonl, temp_writer, write_failure, write_json_atomic,
+                      write_json_in_place)
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 MONITORS = ("val_loss", "val_accuracy")
+# What status.json records; "interrupted" and "damaged" are read, never written.
+RECORDED_STATES = ("queued", "running", "finished", "failed", "stopped")
+# A run in these states is over, and its model.keras (when whole) is what it kept.
+ENDED_STATES = ("finished", "stopped", "interrupted", "failed")
+# The type a field annotated so must hold (JSON gives ints for whole floats).
+_KINDS = {"int": int, "float": (int, float), "str": str, "dict": dict, "list[str]": list,
+          "None": type(None)}
 
 
 @dataclass
@@ -59,6 +76,7 @@ class TrainConfig:
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
     def __post_init__(self):
+        self._check_types()
         get_backbone(self.backbone)
         self.image_size = self.image_size or BACKBONES[self.backbone].default_size
         self.fine_tune_from = self.fine_tune_from or BACKBONES[self.backbone].fine_tune_from
@@ -79,6 +97,7 @@ class TrainConfig:
             (0 <= self.view_bank <= 100, "view_bank", "between 0 and 100"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
+            (all(isinstance(c, str) for c in self.classes), "classes", "a list of names"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -89,6 +108,19 @@ class TrainConfig:
             known = ", ".join(AugmentationSettings().to_dict())
             raise RunError(f"augmentation has an unknown setting in {self.augmentation}; "
                            f"the settings are: {known}.") from None
+
+    def _check_types(self):
+        """Each setting of the type its field says (a hand-edited config.json may hold "30"),
+        numbers of any kind (numpy's too) made plain Python ones."""
+        if isinstance(self.manifest, os.PathLike):
+            self.manifest = os.fspath(self.manifest)
+        for f in fields(self):
+            value, kinds = _plain_number(getattr(self, f.name)), f.type.split(" | ")
+            if "float" not in kinds and isinstance(value, float) and value.is_integer():
+                value = int(value)  # 30.0 epochs is 30 epochs
+            setattr(self, f.name, value)
+            if isinstance(value, bool) or not isinstance(value, tuple(_KINDS[k] for k in kinds)):
+                raise RunError(f"{f.name} must be {' or '.join(kinds)} (got {value!r}).")
 
     @property
     def phases(self) -> list[str]:
@@ -103,6 +135,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        if "manifest" not in data:
+            raise RunError("manifest must be given (the split the run trains on).")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -119,7 +153,8 @@ class Run:
     def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> "Run":
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.backbone}-{config.strategy}"
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base)
+        # Never hidden: a hidden name is what temporary files have.
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).lstrip(".") or "run"
         folder = paths.runs_dir(Path(workspace)) / base
         suffix = 1
         while folder.exists():
@@ -134,9 +169,15 @@ class Run:
             raise RunError(f"{folder} already holds a run; choose another folder.")
         if not config.classes:
             config.classes = load_manifest(config.manifest).classes
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / "config.json", config.to_dict())
-        write_json_atomic(folder / "status.json", {"state": "queued", "created": time.time()})
+        existed = folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / "status.json", {"state": "queued", "created": time.time()})
+            write_json_atomic(folder / "config.json", config.to_dict())  # now it is a run
+        except OSError as exc:
+            if not existed:  # half a run would read as damaged: leave nothing
+                shutil.rmtree(folder, ignore_errors=True)
+            raise StorageError(write_failure(exc, folder.parent, "creating the run")) from None
         return cls(folder)
 
     @property
@@ -145,7 +186,12 @@ class Run:
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(read_json(self.folder / "config.json"))
+        """The run's settings; RunError (one line: which file, why) when config.json is
+        damaged or names what this version does not know."""
+        try:
+            return _read_config(self.folder / "config.json")
+        except _DAMAGE as exc:
+            raise RunError(f"Run {self.name} is damaged: {exc}") from None
 
     @property
     def model_path(self) -> Path:
@@ -159,30 +205,135 @@ class Run:
     def log_path(self) -> Path:
         return self.folder / "log.txt"
 
+    # ---- what state the run is in ---------------------------------------------------------
+
+    def problem(self) -> str | None:
+        """Why the run cannot be read ("damaged: config.json: …"), or None when it can."""
+        try:
+            _read_config(self.folder / "config.json")
+            _read_status(self.folder / "status.json")
+        except _DAMAGE as exc:
+            return f"damaged: {exc}"
+        return None
+
     def status(self) -> dict:
-        """The recorded status; a 'running' run whose process is gone reads as failed."""
-        status = read_json(self.folder / "status.json", {}) or {}
-        if status.get("state") in ("running", "queued") and not _alive(status.get("pid")):
-            if status.get("pid"):  # a worker was started and is gone without a final word
-                status = {**status, "state": "failed",
-                          "error": "The training process ended unexpectedly"
-                                   f" (see {self.log_path.name})."}
+        """The recorded status, as a reader should take it: "damaged" (with the reason as the
+        error) when config.json or status.json cannot be read, and "interrupted" when the
+        process that trained it is gone without a final word (kill -9, out of memory, reboot)."""
+        problem = self.problem()
+        if problem:
+            return {"state": "damaged", "error": problem}
+        status = _read_status(self.folder / "status.json")
+        if status.get("state") in ("running", "queued") and status.get("pid") \
+                and not process_alive(status["pid"]):
+            status = {**status, "state": "interrupted", "pid": None,
+                      "error": "The training process ended without a final word (killed, out "
+                               f"of memory or a restart; see {self.log_path.name})."}
         return status
 
     def update_status(self, **changes) -> dict:
-        status = read_json(self.folder / "status.json", {}) or {}
+        status = self._status_for_update()
         status.update(changes, updated=time.time())
-        write_json_atomic(self.folder / "status.json", status)
+        with self._writing("writing the run's status"):
+            write_json_atomic(self.folder / "status.json", status)
         return status
 
+    @contextlib.contextmanager
+    def _writing(self, doing: str):
+        """A failed write in the run folder as one line: StorageError, saying where and why."""
+        try:
+            yield
+        except OSError as exc:
+            raise StorageError(write_failure(exc, self.folder, doing)) from exc
+
+    def finish(self, **changes) -> dict:
+        """The run's last status write, made to land even on a full disk: on failure this
+        process's temporary files in the run folder are removed and the write is retried,
+        and at last status.json is rewritten in its own blocks."""
+        status = self._status_for_update()
+        status.update(changes, updated=time.time())
+        try:
+            write_json_atomic(self.folder / "status.json", status)
+            return status
+        except OSError:
+            self.remove_own_temps()
+        try:
+            write_json_atomic(self.folder / "status.json", status)
+        except OSError:
+            write_json_in_place(self.folder / "status.json", status)
+        return status
+
+    def _status_for_update(self) -> dict:
+        """The recorded status to build on; a damaged one is replaced, not kept."""
+        try:
+            return _read_status(self.folder / "status.json")
+        except DamagedFile:
+            return {}
+
+    def remove_own_temps(self) -> None:
+        """The temporary files this process left in the run folder (after a failed write)."""
+        for entry in self.folder.glob(".*"):
+            if temp_writer(entry.name) == os.getpid():
+                entry.unlink(missing_ok=True)
+
+    # ---- metrics ------------------------------------------------------------------------
+
     def metrics(self) -> list[dict]:
-        return read_jsonl(self.folder / "metrics.jsonl")
+        return self._metrics()[0]
+
+    def skipped_metric_lines(self) -> int:
+        """Lines of metrics.jsonl skipped as damaged (not a JSON object, or an epoch line
+        without its numbers)."""
+        return self._metrics()[1]
+
+    def _metrics(self) -> tuple[list[dict], int]:
+        records, skipped = read_jsonl(self.folder / "metrics.jsonl")
+        good = [r for r in records if r.get("type") != "epoch" or _is_epoch_record(r)]
+        return good, skipped + len(records) - len(good)
 
     def epochs(self) -> list[dict]:
         return [r for r in self.metrics() if r.get("type") == "epoch"]
 
     def log_metric(self, record: dict) -> None:
-        append_jsonl(self.folder / "metrics.jsonl", {**record, "time": time.time()})
+        with self._writing("writing the run's metrics"):
+            append_jsonl(self.folder / "metrics.jsonl", {**record, "time": time.time()})
+
+    # ---- the model kept -------------------------------------------------------------------
+
+    def kept_epoch(self) -> dict | None:
+        """The epoch line of the model that was kept: the best by the monitor among the epochs
+        whose model was saved (not an epoch whose save was interrupted or failed)."""
+        return _kept(self.status(), self.epochs()) if self.model_path.exists() else None
+
+    def model_problem(self) -> str | None:
+        """Why the run has no model to evaluate or predict with, None when it has one. The one
+        rule for every front door: the run has ended (finished, stopped, interrupted, or
+        failed after a save) and model.keras is a whole Keras archive."""
+        status = self.status()
+        state, error = status.get("state"), status.get("error")
+        if state == "damaged":
+            return f"Run {self.name} is {error}."
+        if state in ("queued", "running"):
+            return f"Run {self.name} is still {state}: use its model when it ends (or stop it)."
+        if not self.model_path.exists():
+            done = len(self.epochs())
+            if state == "failed" and done:
+                return (f"Run {self.name} failed after {done} epoch{'s' * (done > 1)} without "
+                        f"saving a model: {error}")
+            if state in ENDED_STATES and done:
+                return f"Run {self.name} was {state} before its first model was saved."
+            if state == "failed":
+                return f"Run {self.name} failed before its first epoch: {error}"
+            return f"Run {self.name} has not finished an epoch yet."
+        if not whole_keras_archive(self.model_path):
+            return (f"{self.model_path} is not a whole Keras model (cut short or damaged); "
+                    "train the run again.")
+        return None
+
+    def has_usable_model(self) -> bool:
+        return self.model_problem() is None
+
+    # ---- the other files ----------------------------------------------------------------
 
     def request_stop(self) -> None:
         self.stop_path.write_text(str(time.time()))
@@ -191,51 +342,204 @@ class Run:
         return self.stop_path.exists()
 
     def audit(self) -> dict | None:
-        return read_json(self.folder / "audit.json")
+        """The freeze audit; None when there is none or it is damaged (see warnings())."""
+        try:
+            return _read_audit(self.folder / "audit.json")
+        except DamagedFile:
+            return None
 
     def write_audit(self, audit: dict) -> None:
-        write_json_atomic(self.folder / "audit.json", audit)
+        with self._writing("writing the freeze audit"):
+            write_json_atomic(self.folder / "audit.json", audit)
 
     def evaluation(self) -> dict | None:
-        return read_json(self.folder / "evaluation.json")
+        """The test results; None when there are none or they are damaged (evaluating again
+        replaces them)."""
+        try:
+            return _read_evaluation(self.folder / "evaluation.json")
+        except DamagedFile:
+            return None
+
+    def warnings(self) -> list[str]:
+        """What is damaged without making the run unusable: metrics lines, the audit, the
+        evaluation."""
+        return self._warnings(self.skipped_metric_lines())
+
+    def _warnings(self, skipped: int) -> list[str]:
+        notes = []
+        if skipped:
+            notes.append(f"damaged: metrics.jsonl: {skipped} line{'s' * (skipped > 1)} "
+                         "skipped (not a JSON object, or an epoch line without its numbers)")
+        for read, path, fix in ((_read_audit, "audit.json", ""),
+                                (_read_evaluation, "evaluation.json",
+                                 "; evaluating again replaces it")):
+            try:
+                read(self.folder / path)
+            except DamagedFile as exc:
+                notes.append(f"damaged: {exc}{fix}")
+        return notes
 
     def summary(self) -> dict:
-        """One row for `runs` and the app's run pickers."""
-        config, status, epochs = self.config, self.status(), self.epochs()
-        best = best_epoch(epochs, config.monitor)
+        """One row for `runs` and the app's run pickers; a damaged run gets one too, with
+        the reason as its error. The metrics are those of the model kept."""
+        row = {"name": self.name, "folder": str(self.folder), "state": "damaged",
+               "backbone": None, "strategy": None, "weights": None, "epochs_done": None,
+               "epochs_total": None, "kept_epoch": None, "best_val_accuracy": None,
+               "best_val_loss": None, "test_accuracy": None, "created": None,
+               "error": self.problem(), "warnings": [], "metric_lines_skipped": 0}
+        if row["error"]:
+            return row
+        config, status = self.config, self.status()
+        records, skipped = self._metrics()
+        epochs = [r for r in records if r.get("type") == "epoch"]
+        kept = _kept(status, epochs) if self.model_path.exists() else None
         evaluation = self.evaluation() or {}
-        return {"name": self.name, "folder": str(self.folder), "state": status.get("state"),
-                "backbone": config.backbone, "strategy": config.strategy,
-                "weights": config.weights, "epochs_done": len(epochs),
-                "epochs_total": config.total_epochs,
-                "best_val_accuracy": best.get("val_accuracy") if best else None,
-                "best_val_loss": best.get("val_loss") if best else None,
-                "test_accuracy": evaluation.get("accuracy"), "created": status.get("created"),
-                "error": status.get("error")}
+        row.update(state=status.get("state"), backbone=config.backbone,
+                   strategy=config.strategy, weights=config.weights, epochs_done=len(epochs),
+                   epochs_total=config.total_epochs, test_accuracy=evaluation.get("accuracy"),
+                   created=status.get("created"), error=status.get("error"),
+                   warnings=self._warnings(skipped), metric_lines_skipped=skipped)
+        if kept:
+            row.update(kept_epoch=kept["global_epoch"], best_val_accuracy=kept["val_accuracy"],
+                       best_val_loss=kept["val_loss"])
+        return row
 
 
-def _alive(pid) -> bool:
-    if not pid:
-        return False
+def _kept(status: dict, epochs: list[dict]) -> dict | None:
+    """The epoch line of the saved model, by status.json's saved_epoch (runs trained before
+    it was recorded: their best epoch, saved in the same write)."""
+    saved = status.get("saved_epoch", (status.get("best") or {}).get("global_epoch"))
+    if saved is None:
+        return None
+    return next((r for r in epochs if r["global_epoch"] == saved), None)
+
+
+def summary_line(row: dict) -> str:
+    """A run's summary as one line of `runs`."""
+    if row["state"] == "damaged":
+        return f"{row['name']}: {row['error']}"
+    line = (f"{row['name']}: {row['state']}, {row['epochs_done']}/{row['epochs_total']} epochs, "
+            f"best val_accuracy {_percent(row['best_val_accuracy'])}")
+    if row["kept_epoch"] is not None:
+        line += f" (model of epoch {row['kept_epoch']})"
+    line += f", test accuracy {_percent(row['test_accuracy'])}"
+    if row["error"] and row["state"] in ("failed", "interrupted"):
+        line += f" — {row['error']}"
+    return "; ".join([line, *row["warnings"]])
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+# ---- reading the files ---------------------------------------------------------------------
+
+# What reading a damaged run raises: a file that is not what we wrote, or a config this
+# version does not know (an unknown backbone, a value out of range).
+_DAMAGE = (DamagedFile, TransferLabError)
+
+
+def _read_config(path: Path) -> TrainConfig:
+    data = read_json_object(path)
+    if data is None:
+        raise DamagedFile(path, "missing")
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (finished, not yet reaped by the app that started it) is not alive.
+        return TrainConfig.from_dict(data)
+    except TransferLabError as exc:
+        raise DamagedFile(path, str(exc)) from None
+
+
+_STATUS_FIELDS = {"pid": int, "progress": dict, "best": dict, "saved_epoch": int,
+                  "global_epoch": int, "total_epochs": int, "epoch": int, "error": str,
+                  "stage": str, "created": (int, float)}
+
+
+def _read_status(path: Path) -> dict:
+    status = read_json_object(path)
+    if status is None:
+        raise DamagedFile(path, "missing")
+    if status.get("state") not in RECORDED_STATES:
+        raise DamagedFile(path, f"unknown state {status.get('state')!r}")
+    for name, kind in _STATUS_FIELDS.items():
+        value = status.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise DamagedFile(path, f"{name} is {value!r}")
+    return status
+
+
+def _read_audit(path: Path) -> dict | None:
+    audit = read_json_object(path)
+    if audit is not None and not isinstance(audit.get("phases"), list):
+        raise DamagedFile(path, "unknown format (no list of phases)")
+    return audit
+
+
+_EVALUATION_FIELDS = ("split", "accuracy", "loss", "images", "classes", "confusion_matrix",
+                      "per_class", "mistakes")
+
+
+def _read_evaluation(path: Path) -> dict | None:
+    evaluation = read_json_object(path)
+    missing = [k for k in _EVALUATION_FIELDS if evaluation is not None and k not in evaluation]
+    if missing:
+        raise DamagedFile(path, f"unknown format (no {', '.join(missing)})")
+    return evaluation
+
+
+def _plain_number(value):
+    """numpy's numbers as Python's (they would reach config.json as strings)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_epoch_record(record: dict) -> bool:
+    """An epoch line as RunRecorder writes it: the numbers the curves and summaries use."""
+    return (isinstance(record.get("global_epoch"), int) and isinstance(record.get("epoch"), int)
+            and isinstance(record.get("phase_name"), str) and _is_number(record.get("seconds"))
+            and all(record.get(k) is None or _is_number(record.get(k))
+                    for k in ("loss", "accuracy", "val_loss", "val_accuracy")))
+
+
+def whole_keras_archive(path: Path) -> bool:
+    """Whether `path` is a complete .keras file: a zip whose directory (at its end, so a file
+    cut short has none) lists the model's config and weights. Cheap: nothing is decompressed."""
     try:
-        with open(f"/proc/{int(pid)}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "config.json" in names and "model.weights.h5" in names
+
+
+def _alive(pid) -> bool:  # the name the tests use
+    return process_alive(pid)
 
 
 def list_runs(workspace: str | Path) -> list[Run]:
-    """Every run in the workspace, newest first."""
+    """Every run in the workspace, newest first; a damaged run is listed (and reads as
+    damaged), never a reason to raise."""
     folder = paths.runs_dir(Path(workspace))
-    runs = [Run(p) for p in folder.iterdir() if (p / "config.json").exists()]
-    return sorted(runs, key=lambda r: (r.folder / "config.json").stat().st_mtime, reverse=True)
+    runs = [Run(p) for p in folder.iterdir() if _holds_a_run(p)]
+    return sorted(runs, key=_created, reverse=True)
+
+
+def _holds_a_run(folder: Path) -> bool:
+    try:
+        return (folder / "config.json").exists()
+    except OSError:  # unreadable: not ours to list
+        return False
+
+
+def _created(run: Run) -> float:
+    try:
+        return (run.folder / "config.json").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def find_run(workspace: str | Path, name_or_path: str) -> Run:

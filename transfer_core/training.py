@@ -11,17 +11,19 @@ import math
 import os
 import time
 import traceback
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from .datasets import load_manifest
 from .device import configure
-from .errors import RunError, TransferLabError
+from .errors import TransferLabError
 from .features import Derivation, FeatureCache, FeatureSpec, Stopped
 from .history import is_better
 from .inputs import image_dataset
 from .runs import Run, TrainConfig
+from .storage import StorageError, os_error_in, temp_prefix, write_failure
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
                          layer_below, phase_audit, top_model, unfreeze_from)
@@ -35,24 +37,29 @@ def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) 
 
 def train(run: Run, workspace=None) -> dict:
     """Train `run` to the end (or until stopped); returns the final status. Never raises for a
-    user error: the status says what went wrong."""
-    config = run.config
-    started = time.time()
-    run.update_status(state="running", started=started, pid=os.getpid(), error=None,
-                      stage="starting", device=configure())
+    user error or a failed write (a full disk): the status says what went wrong, and it is
+    written even then (Run.finish)."""
     try:
+        config = run.config
+        run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
+                          stage="starting", device=configure())
         keras.utils.set_random_seed(config.seed)
         _Session(run, config, workspace or run.folder.parent.parent).execute()
-        return run.update_status(state="finished", finished=time.time(), stage="finished",
-                                 pid=None)
+        return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
     except Stopped:
-        return run.update_status(state="stopped", finished=time.time(), stage="stopped", pid=None)
+        return run.finish(state="stopped", finished=time.time(), stage="stopped", pid=None)
     except TransferLabError as exc:
-        return run.update_status(state="failed", finished=time.time(), error=str(exc), pid=None)
-    except Exception as exc:  # a bug: keep the traceback in the log, a line in the status
-        traceback.print_exc()
-        return run.update_status(state="failed", finished=time.time(), pid=None,
-                                 error=f"{type(exc).__name__}: {exc}")
+        return _failed(run, str(exc))
+    except Exception as exc:
+        failed_write = os_error_in(exc)
+        if failed_write is not None:  # a full disk, a folder gone: no bug of ours, one line
+            return _failed(run, write_failure(failed_write, run.folder, "training"))
+        traceback.print_exc()  # a bug: keep the traceback in the log, a line in the status
+        return _failed(run, f"{type(exc).__name__}: {exc}")
+
+
+def _failed(run: Run, error: str) -> dict:
+    return run.finish(state="failed", finished=time.time(), error=error, pid=None)
 
 
 class _Session:
@@ -85,6 +92,8 @@ class _Session:
                 self._phase("fine_tune", self._fit_end_to_end, tensors_unfrozen)
         if not self.run.model_path.exists():  # no validation split: keep the last epoch
             save_model_atomic(self.saved_model, self.run.model_path)
+            last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
+            self.run.update_status(saved_epoch=last)
 
     def _phase(self, name: str, fit, tensors_unfrozen: int):
         audit = phase_audit(self.model, self.base, name)
@@ -289,10 +298,12 @@ class RunRecorder(keras.callbacks.Callback):
         changes = self._progress(epoch, epoch + 1)
         value = record.get(self.monitor)
         if value is not None and (self.best is None or is_better(value, self.best, self.monitor)):
-            self.best = value
             save_model_atomic(self.full_model, self.run.model_path)
+            self.best = value
+            # Recorded after the save: a run killed while saving names the epoch before.
             changes["best"] = {"global_epoch": epoch + 1, self.monitor: value,
                                "val_accuracy": record["val_accuracy"]}
+            changes["saved_epoch"] = epoch + 1
         self.run.update_status(**changes)
 
     def _progress(self, epoch: int, done: float) -> dict:
@@ -319,7 +330,16 @@ def _num(value):
 
 
 def save_model_atomic(model, path) -> None:
-    """Save to a temporary .keras file beside `path`, then rename: never a half-written model."""
-    tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Save to a temporary .keras file beside `path`, then rename: never a half-written model.
+    A failed save (a full disk) removes its temporary file and raises StorageError."""
+    path = Path(path)
+    tmp = path.with_name(f"{temp_prefix(path.name)}tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        failed_write = os_error_in(exc)
+        if failed_write is None:
+            raise
+        raise StorageError(write_failure(failed_write, path.parent, "saving the model")) from exc
