@@ -115,13 +115,15 @@ def folder_signature(folder: str) -> tuple:
     count, latest = 0, 0.0
     for root, _dirs, files in os.walk(folder):
         count += len(files)
-        latest = max([latest] + [os.stat(os.path.join(root, f)).st_mtime for f in files])
+        for name in files:  # lstat: a dangling or looping link is the scan's to report
+            latest = max(latest, os.lstat(os.path.join(root, name)).st_mtime)
     return count, latest
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def cached_scan(folder: str, signature: tuple):
-    return scan(folder)
+    # Links inside the chosen folder are resolved too: nothing outside the roots is read.
+    return scan(folder, roots=config.allowed_roots(workspace()))
 
 
 def scan_folder(folder: str):

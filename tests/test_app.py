@@ -290,6 +290,17 @@ def test_folder_outside_the_allowed_roots_is_refused(workspace, folders):
         assert not at.metric and not at.dataframe, "neither it nor the earlier folder is shown"
 
 
+def test_class_folder_linked_outside_the_roots_is_skipped_not_read(workspace, folders):
+    allowed, outside = folders
+    (outside / "pets" / "blue").rename(outside / "wolves")
+    (allowed / "pets" / "wolves").symlink_to(outside / "wolves")
+    at = choose_server_folder(open_page("dataset"), str(allowed / "pets"))
+
+    assert usable_counts(at) == {"blue": "6 usable", "red": "6 usable", "wolves": "0 usable"}
+    skipped = " ".join(str(df.value.to_dict()) for df in at.dataframe)
+    assert "wolves links outside the allowed folders" in skipped
+
+
 def test_missing_folder_inside_the_roots_says_so(workspace, folders):
     allowed, _ = folders
     at = choose_server_folder(open_page("dataset"), str(allowed / "nothing-here"))

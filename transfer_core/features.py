@@ -36,7 +36,9 @@ from .layers import Preprocess
 from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failure,
                       write_json_atomic)
 
-FORMAT = 1
+# Part of every cache key; 2: large JPEGs decode in draft mode (images.py), so their pixels
+# changed and features cached before must not be reused.
+FORMAT = 2
 
 
 class Stopped(Exception):
