@@ -20,7 +20,7 @@ from .device import configure
 from .errors import RunError, TransferLabError
 from .features import Derivation, FeatureCache, FeatureSpec, Stopped
 from .history import is_better
-from .inputs import image_dataset
+from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
@@ -50,6 +50,9 @@ def train(run: Run, workspace=None) -> dict:
     except TransferLabError as exc:
         return run.update_status(state="failed", finished=time.time(), error=str(exc), pid=None)
     except Exception as exc:  # a bug: keep the traceback in the log, a line in the status
+        if (changed := changed_file_error(exc)) is not None:  # not a bug: a photo went bad
+            return run.update_status(state="failed", finished=time.time(), error=str(changed),
+                                     pid=None)
         traceback.print_exc()
         return run.update_status(state="failed", finished=time.time(), pid=None,
                                  error=f"{type(exc).__name__}: {exc}")
