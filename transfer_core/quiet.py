@@ -45,7 +45,6 @@ def install(verbose: bool = False) -> None:
     Call it before anything imports TensorFlow; calling it again does nothing.
     """
     if verbose or verbose_requested():
-        os.environ[VERBOSE_VARIABLE] = "1"  # a training worker started from here is verbose too
         return
     # After absl starts, this level keeps TensorFlow's errors and drops its info and warnings.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
