@@ -1,4 +1,4 @@
-"""Step 4: the held-out test split — accuracy, loss, confusion matrix, and the photos it got wrong."""
+"""Step 4: the held-out test split — accuracy, loss, confusion matrix, the photos it got wrong."""
 
 from pathlib import Path
 

@@ -183,7 +183,7 @@ def test_check_split_files_counts_every_missing_file(tmp_path):
     inputs.check_split_files(paths[:1], "test")  # nothing missing: no error
 
 
-# ------------------------------------------------------------------ model.keras: missing, damaged, unsafe
+# ------------------------------------------------------------------ model.keras: damaged, unsafe
 
 
 def _truncated(path: Path) -> None:
@@ -445,3 +445,20 @@ def test_the_filter_passes_on_every_line_that_is_not_start_up_noise(capfd):
     # (pytest's sys.stderr does not write to descriptor 2, so the order is not compared)
     assert sorted(capfd.readouterr().err.splitlines()) == [
         "E0000 00:00:1.3 6101 some_kernel.cc:9] a real error", "from Python"]
+
+
+def test_the_app_prints_no_start_up_lines_when_a_page_loads_tensorflow(tiny):
+    """The Predict page loads the model (TensorFlow) in a fresh server process."""
+    script = ("from streamlit.testing.v1 import AppTest\n"
+              "at = AppTest.from_file('app.py', default_timeout=120)\n"
+              "at.run()\n"
+              "at.switch_page('app_pages/predict.py').run()\n"
+              "assert not at.exception and not at.error\n"
+              "import sys; assert 'tensorflow' in sys.modules\n")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TF_CPP_MIN_LOG_LEVEL", quiet.VERBOSE_VARIABLE)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True,
+                            text=True, timeout=180,
+                            env={**clean, "TRANSFER_LAB_WORKSPACE": str(tiny["workspace"])})
+    assert result.returncode == 0, result.stderr
+    assert _noise(result.stderr) == []

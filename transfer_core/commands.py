@@ -55,7 +55,8 @@ class Split:
         group.add_argument("--preset", choices=list(PRESETS),
                            help="chapter: 2000/1000/1000 per class in index order (default); "
                                 "book: 1000/500/500")
-        group.add_argument("--counts", help="per class: train,validation,test (e.g. 2000,1000,1000)")
+        group.add_argument("--counts",
+                           help="per class: train,validation,test (e.g. 2000,1000,1000)")
         group.add_argument("--fractions", help="per class: e.g. 0.7,0.15,0.15 (shuffled by --seed)")
         parser.add_argument("--seed", type=int, default=1337, help="shuffle seed for custom splits")
         parser.add_argument("--name", help="manifest file name (default: derived from the folder)")
@@ -134,7 +135,8 @@ def _train_arguments(parser):
     parser.add_argument("--weights", default="imagenet", type=path_argument,
                         help="imagenet, none, or a weights file")
     parser.add_argument("--strategy", default="feature_extraction", choices=STRATEGIES)
-    parser.add_argument("--epochs", type=int, default=30, help=f"epochs of the first phase ({defaults})")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help=f"epochs of the first phase ({defaults})")
     parser.add_argument("--fine-tune-epochs", type=int, default=100,
                         help="epochs of the fine-tuning phase (fine_tune only)")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
@@ -184,7 +186,8 @@ def _fmt(value, percent=False):
 def _epoch_line(record) -> str:
     return (f"[{record['phase_name']}] epoch {record['epoch']} ({record['seconds']:.0f} s): "
             f"loss {_fmt(record['loss'])}, accuracy {_fmt(record['accuracy'], True)}, "
-            f"val_loss {_fmt(record['val_loss'])}, val_accuracy {_fmt(record['val_accuracy'], True)}")
+            f"val_loss {_fmt(record['val_loss'])}, "
+            f"val_accuracy {_fmt(record['val_accuracy'], True)}")
 
 
 def _follow(run, done_event):

@@ -38,7 +38,8 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     except ImageError as exc:  # deleted or damaged since the check above
         raise ImageError(f"{exc}: the file changed after the split; {SPLIT_AGAIN}.") from None
     result = summarize(probs, np.asarray(labels), config.classes, paths)
-    result.update(split=split, model_mtime_ns=stamp, seconds=round(time.perf_counter() - started, 2))
+    result.update(split=split, model_mtime_ns=stamp,
+                  seconds=round(time.perf_counter() - started, 2))
     write_json_atomic(run.folder / "evaluation.json", result)
     return result
 
