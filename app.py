@@ -1,8 +1,8 @@
 """Transfer Lab: the frame around the five pages (navigation and the sidebar's status)."""
 
-import os
+from transfer_core import quiet
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet.install()  # before a page imports TensorFlow: no start-up chatter in the server's log
 
 import streamlit as st  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Step 4: the held-out test split — accuracy, loss, confusion matrix, and the photos it got wrong."""
+"""Step 4: the held-out test split — accuracy, loss, confusion matrix, the photos it got wrong."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _ui as ui
-from transfer_core.errors import TransferLabError
+from transfer_core.errors import TransferLabError, system_error
 from transfer_core.evaluation import evaluate
 
 st.title("Evaluate")
@@ -28,8 +28,8 @@ if stale:
     try:
         result = evaluate(run, progress=lambda done, total: bar.progress(
             done / total, text=f"Evaluating: {done} of {total} test images"))
-    except TransferLabError as exc:
-        ui.show_error(exc)
+    except (TransferLabError, OSError) as exc:  # files gone since the split, a damaged model
+        ui.show_error(system_error(exc) if isinstance(exc, OSError) else exc)
         st.stop()
     st.rerun()  # evaluation.json is written: show it without the button and "not evaluated yet"
 

@@ -2,9 +2,10 @@
 
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image, ImageOps
 
 from app_pages import _ui as ui
-from transfer_core.errors import ImageError, TransferLabError
+from transfer_core.errors import ImageError, TransferLabError, system_error
 from transfer_core.images import open_rgb
 from transfer_core.predict import Predictor
 from transfer_core.runs import Run
@@ -24,10 +25,19 @@ def predictor(folder: str, model_mtime: int) -> Predictor:
     return Predictor(Run(folder))
 
 
+def decoded(upload) -> tuple[str, Image.Image | None, str | None]:
+    """(name, the upright RGB photo or None, why it is not one): decoded once, for both the
+    thumbnail and the model."""
+    try:
+        return upload.name, open_rgb(upload.getvalue(), name=upload.name), None
+    except ImageError as exc:
+        return upload.name, None, str(exc)
+
+
 try:
     model = predictor(str(run.folder), run.model_path.stat().st_mtime_ns)
-except TransferLabError as exc:
-    ui.show_error(exc)
+except (TransferLabError, OSError) as exc:  # a damaged or unsafe model.keras, a vanished run
+    ui.show_error(system_error(exc) if isinstance(exc, OSError) else exc)
     st.stop()
 
 uploads = st.file_uploader("Photos", accept_multiple_files=True, key="photos",
@@ -40,19 +50,19 @@ if not uploads:
     st.info(f"Upload one or more photos. This model knows: {', '.join(model.classes)}.")
     st.stop()
 
-files = [(upload.name, upload.getvalue()) for upload in uploads]
-results = model.predict([data for _, data in files], [name for name, _ in files])
-for index, ((name, data), result) in enumerate(zip(files, results)):
+photos = [decoded(upload) for upload in uploads]
+good = [(name, photo) for name, photo, _ in photos if photo is not None]
+results = iter(model.predict([photo for _, photo in good], [name for name, _ in good]))
+for index, (name, photo, error) in enumerate(photos):
     left, right = st.columns([1, 2])
-    if "error" in result:
+    if photo is None:
         left.write(f"**{name}**")
-        right.warning(f"Sorry, {result['error']}.",
-                      icon=":material/warning:")
+        right.warning(f"Sorry, {error}.", icon=":material/warning:")
         continue
-    try:
-        left.image(open_rgb(data), caption=name, width=260)
-    except ImageError:
-        left.write(name)
+    result = next(results)
+    # A copy at twice the shown width (sharp on a HiDPI screen): Streamlit encodes what it is
+    # given, and a 60-megapixel photo would cost seconds and megabytes for a 260-pixel thumbnail.
+    left.image(ImageOps.contain(photo, (520, 520)), caption=name, width=260)
     probabilities = result["probabilities"]
     labels = sorted(probabilities, key=probabilities.get)
     bars = go.Figure(go.Bar(x=[probabilities[c] for c in labels], y=labels, orientation="h",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import command, progress_printer, workspace
+from .cli import command, path_argument, progress_printer, workspace
 from .datasets import PRESETS, SplitRequest, lay_out, load_manifest, scan, split
 from .errors import DatasetError
 
@@ -37,7 +37,8 @@ def _scan_text(report) -> str:
 class Scan:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("path", help="a folder: one sub-folder per class, or cat.1.jpg names")
+        parser.add_argument("path", type=path_argument,
+                            help="a folder: one sub-folder per class, or cat.1.jpg names")
 
     @staticmethod
     def run(args):
@@ -49,16 +50,17 @@ class Scan:
 class Split:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("path", help="the image folder")
+        parser.add_argument("path", type=path_argument, help="the image folder")
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--preset", choices=list(PRESETS),
                            help="chapter: 2000/1000/1000 per class in index order (default); "
                                 "book: 1000/500/500")
-        group.add_argument("--counts", help="per class: train,validation,test (e.g. 2000,1000,1000)")
+        group.add_argument("--counts",
+                           help="per class: train,validation,test (e.g. 2000,1000,1000)")
         group.add_argument("--fractions", help="per class: e.g. 0.7,0.15,0.15 (shuffled by --seed)")
         parser.add_argument("--seed", type=int, default=1337, help="shuffle seed for custom splits")
         parser.add_argument("--name", help="manifest file name (default: derived from the folder)")
-        parser.add_argument("--layout", metavar="DIR",
+        parser.add_argument("--layout", metavar="DIR", type=path_argument,
                             help="also lay the split out as folders (train/cats/…) in DIR")
         parser.add_argument("--copy", action="store_true", help="with --layout: copy, not symlink")
 
@@ -88,10 +90,11 @@ class Extract:
     def add_arguments(parser):
         from .backbones import BACKBONES
 
-        parser.add_argument("--data", required=True, help="a manifest made by `split`")
+        parser.add_argument("--data", required=True, type=path_argument,
+                            help="a manifest made by `split`")
         parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
         parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
-        parser.add_argument("--weights", default="imagenet",
+        parser.add_argument("--weights", default="imagenet", type=path_argument,
                             help="imagenet (Keras download/cache), none, or a weights file")
         parser.add_argument("--image-size", type=int, default=None,
                             help="input size in pixels (default: the backbone's)")
@@ -104,8 +107,10 @@ class Extract:
     @staticmethod
     def run(args):
         from .features import FeatureCache, FeatureSpec
+        from .inputs import check_split_files
 
         manifest = load_manifest(Path(args.data))
+        check_split_files(manifest.files(args.split)[0], args.split)
         spec = FeatureSpec(args.backbone, args.weights, args.image_size, args.preprocessing,
                            args.seed)
         cache = FeatureCache(workspace(args))
@@ -124,11 +129,14 @@ def _train_arguments(parser):
     from .runs import STRATEGIES
 
     defaults = "defaults follow the chapter"
-    parser.add_argument("--data", required=True, help="a manifest made by `split`")
+    parser.add_argument("--data", required=True, type=path_argument,
+                        help="a manifest made by `split`")
     parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
-    parser.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    parser.add_argument("--weights", default="imagenet", type=path_argument,
+                        help="imagenet, none, or a weights file")
     parser.add_argument("--strategy", default="feature_extraction", choices=STRATEGIES)
-    parser.add_argument("--epochs", type=int, default=30, help=f"epochs of the first phase ({defaults})")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help=f"epochs of the first phase ({defaults})")
     parser.add_argument("--fine-tune-epochs", type=int, default=100,
                         help="epochs of the fine-tuning phase (fine_tune only)")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
@@ -152,7 +160,7 @@ def _train_arguments(parser):
                              "the rest on them (default 3; 0: augment on the fly, the chapter's "
                              "way)")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--run-dir", default=None,
+    parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
 
 
@@ -178,7 +186,8 @@ def _fmt(value, percent=False):
 def _epoch_line(record) -> str:
     return (f"[{record['phase_name']}] epoch {record['epoch']} ({record['seconds']:.0f} s): "
             f"loss {_fmt(record['loss'])}, accuracy {_fmt(record['accuracy'], True)}, "
-            f"val_loss {_fmt(record['val_loss'])}, val_accuracy {_fmt(record['val_accuracy'], True)}")
+            f"val_loss {_fmt(record['val_loss'])}, "
+            f"val_accuracy {_fmt(record['val_accuracy'], True)}")
 
 
 def _follow(run, done_event):
@@ -211,6 +220,7 @@ class Train:
 
         ws = workspace(args)
         config = _train_config(args)
+        _check_training_files(config.manifest)  # before a run folder is made for nothing
         run = Run.create_in(args.run_dir, config) if args.run_dir else Run.create(ws, config)
         print(f"run: {run.folder}", file=sys.stderr)
         done = threading.Event()
@@ -234,6 +244,14 @@ class Train:
         return result, text
 
 
+def _check_training_files(manifest_path: str) -> None:
+    from .inputs import check_split_files
+
+    manifest = load_manifest(manifest_path)
+    for split_name in ("train", "validation"):
+        check_split_files(manifest.files(split_name)[0], split_name)
+
+
 def _audit_brief(audit):
     if not audit:
         return None
@@ -245,7 +263,7 @@ def _audit_brief(audit):
 class Worker:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", help="the run folder")
+        parser.add_argument("run", type=path_argument, help="the run folder")
 
     @staticmethod
     def run(args):
@@ -261,7 +279,7 @@ class Worker:
 class Evaluate:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", help="a run's name or folder")
+        parser.add_argument("run", type=path_argument, help="a run's name or folder")
         parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
         parser.add_argument("--force", action="store_true", help="recompute even if cached")
 
@@ -287,8 +305,8 @@ class Evaluate:
 class Predict:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", help="a run's name or folder")
-        parser.add_argument("images", nargs="+", help="image files")
+        parser.add_argument("run", type=path_argument, help="a run's name or folder")
+        parser.add_argument("images", nargs="+", type=path_argument, help="image files")
 
     @staticmethod
     def run(args):
@@ -322,7 +340,7 @@ class Runs:
 class Stop:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", help="a run's name or folder")
+        parser.add_argument("run", type=path_argument, help="a run's name or folder")
 
     @staticmethod
     def run(args):

@@ -12,8 +12,8 @@ import numpy as np
 from sklearn import metrics
 
 from .datasets import load_manifest
-from .errors import DatasetError
-from .inputs import inference_batches
+from .errors import DatasetError, ImageError
+from .inputs import SPLIT_AGAIN, check_split_files, inference_batches
 from .predict import load_model, probabilities
 from .runs import Run
 from .storage import write_json_atomic
@@ -30,17 +30,27 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     paths, labels = load_manifest(config.manifest).files(split)
     if not paths:
         raise DatasetError(f"The run's manifest has no {split} images to evaluate on.")
+    check_split_files(paths, split)  # before the model loads
     started = time.perf_counter()
     model = load_model(run.model_path)
+    try:
+        probs = _predict_all(model, paths, config.image_size, batch_size, progress)
+    except ImageError as exc:  # deleted or damaged since the check above
+        raise ImageError(f"{exc}: the file changed after the split; {SPLIT_AGAIN}.") from None
+    result = summarize(probs, np.asarray(labels), config.classes, paths)
+    result.update(split=split, model_mtime_ns=stamp,
+                  seconds=round(time.perf_counter() - started, 2))
+    write_json_atomic(run.folder / "evaluation.json", result)
+    return result
+
+
+def _predict_all(model, paths, image_size, batch_size, progress) -> np.ndarray:
     rows = []
-    for done, images in enumerate(inference_batches(paths, config.image_size, batch_size), 1):
+    for done, images in enumerate(inference_batches(paths, image_size, batch_size), 1):
         rows.append(probabilities(model, _padded(images, batch_size))[:len(images)])
         if progress:
             progress(min(done * batch_size, len(paths)), len(paths))
-    result = summarize(np.concatenate(rows), np.asarray(labels), config.classes, paths)
-    result.update(split=split, model_mtime_ns=stamp, seconds=round(time.perf_counter() - started, 2))
-    write_json_atomic(run.folder / "evaluation.json", result)
-    return result
+    return np.concatenate(rows)
 
 
 def _padded(images: np.ndarray, batch_size: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 Decoding goes through Pillow (`images.load_array`: the same code that checked the files and
 that prediction uses), so a model sees the same pixels in training, evaluation and prediction.
+A file deleted or damaged since the split is a user error: one line that names it and says to
+split again, before the work starts (`check_split_files`) or when it is met.
 """
 
 from __future__ import annotations
@@ -14,21 +16,66 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from .errors import ImageError
+from .errors import DatasetError, ImageError
 from .images import load_array
 
 # Images decoded together before the model runs on them (CPU only, see `inference_batches`).
 CHUNK_IMAGES = 256
+SPLIT_AGAIN = "split again (Dataset page or `python -m transfer_core split`)"
+
+
+def check_split_files(paths: list[str], split: str = "") -> None:
+    """Raise DatasetError when files of a split are gone (deleted, moved, a disk unmounted).
+
+    One stat per file (a few milliseconds for thousands), so a run or an evaluation stops
+    before it builds a model, with one line instead of tf.data's trace when it meets the gap.
+    """
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        which = f"{split} " if split else ""
+        raise DatasetError(f"{len(missing)} of the {len(paths)} {which}files of the split are "
+                           f"missing, e.g. {missing[0]}: {SPLIT_AGAIN}.")
+
+
+def read_image(path: str, size: tuple[int, int]) -> np.ndarray:
+    """`load_array` for a file of a split: every failure is an ImageError naming the whole path."""
+    try:
+        return load_array(path, size, name=path)
+    except FileNotFoundError:
+        raise ImageError(f"{path} is missing") from None
+    except OSError as exc:  # permissions, a vanished disk: the file is there but cannot be read
+        raise ImageError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def changed_file_error(exc: BaseException) -> ImageError | None:
+    """For a loop fed by `image_dataset` (model.fit): the one-line error for a file deleted or
+    damaged since the split, which tf.data hands over as a long "Graph execution error".
+    None when `exc` is something else."""
+    reason = _wrapped_reason(exc)
+    return None if reason is None else ImageError(
+        f"{reason}: the file changed after the split; {SPLIT_AGAIN}.")
+
+
+def _wrapped_reason(exc: BaseException) -> str | None:
+    # The message holds the Python traceback of `read_image`, ending with the ImageError line.
+    if not isinstance(exc, tf.errors.OpError):
+        return None
+    found = re.search(r"ImageError: (.+)", exc.message or "")
+    return found.group(1).strip() if found else None
 
 
 def image_dataset(paths: list[str], labels: list[int] | None, image_size: int,
                   batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Batches of (uint8 images (B, size, size, 3), int labels), or images alone without labels,
-    decoded in parallel and prefetched; training order is shuffled with `seed`."""
+    decoded in parallel and prefetched; training order is shuffled with `seed`.
+
+    Raises DatasetError now if files are missing; `changed_file_error` translates a file that
+    goes missing or bad later, while the data is read."""
+    check_split_files(paths)
     size = (image_size, image_size)
 
     def load(path):
-        image = tf.numpy_function(lambda p: load_array(p.decode(), size), [path], tf.uint8,
+        image = tf.numpy_function(lambda p: read_image(p.decode(), size), [path], tf.uint8,
                                   stateful=False)
         image.set_shape((image_size, image_size, 3))
         return image
@@ -53,7 +100,8 @@ def inference_batches(paths: list[str], image_size: int, batch_size: int) -> Ite
     the model's convolutions steals a core from their threads and the whole operation waits for
     the slowest one; decoding a chunk with every core, then running the model on it, was faster:
     MobileNetV2 at 160 px on 2 cores went from 77 to 88 images/s (`bench/probes.py decode`).
-    Raises ImageError for a file that can no longer be decoded.
+    Raises ImageError for a file that is gone or can no longer be decoded: its reason alone,
+    the caller says what to do.
     """
     if tf.config.list_physical_devices("GPU"):
         yield from _prefetched(paths, image_size, batch_size)
@@ -62,7 +110,7 @@ def inference_batches(paths: list[str], image_size: int, batch_size: int) -> Ite
     chunk = max(batch_size, CHUNK_IMAGES // batch_size * batch_size)
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow decodes without the GIL
         for start in range(0, len(paths), chunk):
-            images = np.stack(list(pool.map(lambda p: load_array(p, size),
+            images = np.stack(list(pool.map(lambda p: read_image(p, size),
                                             paths[start:start + chunk])))
             for first in range(0, len(images), batch_size):
                 yield images[first:first + batch_size]
@@ -73,8 +121,7 @@ def _prefetched(paths, image_size, batch_size):
         for batch in image_dataset(paths, None, image_size, batch_size):
             yield batch.numpy()
     except tf.errors.OpError as exc:
-        # tf.data wraps load_array's ImageError in a long trace: give back its message.
-        reason = re.search(r"ImageError: (.+)", exc.message or "")
+        reason = _wrapped_reason(exc)  # tf.data wraps read_image's ImageError in a long trace
         if reason is None:
             raise
-        raise ImageError(reason.group(1).strip()) from None
+        raise ImageError(reason) from None

@@ -21,7 +21,7 @@ from .device import configure
 from .errors import TransferLabError
 from .features import Derivation, FeatureCache, FeatureSpec, Stopped
 from .history import is_better
-from .inputs import image_dataset
+from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
 from .storage import StorageError, os_error_in, temp_prefix, write_failure
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
@@ -51,6 +51,8 @@ def train(run: Run, workspace=None) -> dict:
     except TransferLabError as exc:
         return _failed(run, str(exc))
     except Exception as exc:
+        if (changed := changed_file_error(exc)) is not None:  # not a bug: a photo went bad
+            return _failed(run, str(changed))
         failed_write = os_error_in(exc)
         if failed_write is not None:  # a full disk, a folder gone: no bug of ours, one line
             return _failed(run, write_failure(failed_write, run.folder, "training"))
