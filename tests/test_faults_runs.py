@@ -295,6 +295,20 @@ def test_a_full_disk_while_saving_the_model_fails_the_run_in_one_line(workspace,
     assert "has not finished an epoch" not in problem
 
 
+def test_evaluate_says_why_a_failed_run_has_no_model(workspace, trained, monkeypatch, capsys):
+    full_disk_on_save(monkeypatch)
+    folder = workspace / "runs" / "full"
+    main(["train", "--workspace", str(workspace), "--data", str(trained["manifest"]),
+          "--backbone", "vgg16", "--weights", "none", "--image-size", "32", "--epochs", "1",
+          "--batch-size", "4", "--run-dir", str(folder)])
+    capsys.readouterr()
+
+    assert main(["evaluate", "--workspace", str(workspace), str(folder)]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "failed after 1 epoch without saving a model: no space left on device" in line
+    assert "has not finished an epoch" not in line
+
+
 def test_the_final_status_is_written_after_this_process_cleans_up(workspace, monkeypatch):
     """The disk is full while our own temporary file holds the space: the status write fails,
     the temporary file goes, and the write is retried."""

@@ -14,7 +14,7 @@ from sklearn import metrics
 from .datasets import load_manifest
 from .errors import DatasetError, ImageError
 from .inputs import SPLIT_AGAIN, check_split_files, inference_batches
-from .predict import load_model, probabilities
+from .predict import load_run_model, probabilities
 from .runs import Run
 from .storage import write_json_atomic
 
@@ -32,7 +32,7 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
         raise DatasetError(f"The run's manifest has no {split} images to evaluate on.")
     check_split_files(paths, split)  # before the model loads
     started = time.perf_counter()
-    model = load_model(run.model_path)
+    model = load_run_model(run)
     try:
         probs = _predict_all(model, paths, config.image_size, batch_size, progress)
     except ImageError as exc:  # deleted or damaged since the check above

@@ -48,6 +48,15 @@ def load_model(path: str | Path) -> keras.Model:
                        "train again.") from None
 
 
+def load_run_model(run: Run) -> keras.Model:
+    """The run's kept model; RunError saying why when it has none to use (Run.model_problem:
+    still training, failed before a save, cut short) rather than only "no file"."""
+    problem = run.model_problem()
+    if problem:
+        raise RunError(problem)
+    return load_model(run.model_path)
+
+
 def _code_kind(exc: Exception) -> str:
     layer = re.search(r"`(\w+)` layer", str(exc))
     return f" (a {layer.group(1)} layer)" if layer else ""
@@ -73,7 +82,7 @@ class Predictor:
         config = run.config
         self.classes = config.classes
         self.image_size = config.image_size
-        self.model = load_model(run.model_path)
+        self.model = load_run_model(run)
 
     def predict(self, sources: list[str | Path | bytes | Image.Image],
                 names: list[str] | None = None) -> list[dict]:
