@@ -8,6 +8,7 @@ import streamlit as st
 from app_pages import _ui as ui
 from transfer_core.errors import TransferLabError, system_error
 from transfer_core.evaluation import evaluate
+from transfer_core.stats import accuracy_text
 
 st.title("Evaluate")
 st.caption("Step 4 of 5 · the test images were never used for training or for choosing the "
@@ -40,6 +41,8 @@ c2.metric("Test loss", f"{result['loss']:.4f}")
 c3.metric("Test images", result["images"])
 if result.get("roc_auc") is not None:
     c4.metric("ROC AUC", f"{result['roc_auc']:.4f}")
+# A test split is a sample: say how far the true accuracy may lie from this one.
+st.caption("Test accuracy " + accuracy_text(result["accuracy"], result["images"]) + ".")
 
 classes = result["classes"]
 matrix = result["confusion_matrix"]

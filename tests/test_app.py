@@ -571,6 +571,10 @@ def test_evaluate_page_computes_test_accuracy_and_the_confusion_matrix(on_traine
     assert z.sum() == 27 and list(z.sum(axis=1)) == [9, 9, 9]
     accuracy = float(metrics["Test accuracy"].rstrip("%")) / 100
     assert abs(np.trace(z) / 27 - accuracy) < 0.001
+    [interval] = [c for c in texts(at.caption) if c.startswith("Test accuracy ")]
+    assert f"Wilson interval over 27 test photos" in interval
+    low, high = map(float, re.search(r"\(([\d.]+)–([\d.]+),", interval).groups())
+    assert low <= 100 * accuracy <= high and high - low > 10, "27 photos: a wide interval"
     assert list(at.dataframe[0].value["class"]) == DEMO_CLASSES
     assert (run.folder / "evaluation.json").is_file()
 

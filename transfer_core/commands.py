@@ -287,12 +287,14 @@ class Evaluate:
     def run(args):
         from .evaluation import evaluate
         from .runs import find_run
+        from .stats import accuracy_text
 
         run = find_run(workspace(args), args.run)
         result = evaluate(run, split=args.split, force=args.force,
                           progress=None if args.json else progress_printer("evaluating"))
-        lines = [f"{run.name} on {result['split']} ({result['images']} images): accuracy "
-                 f"{_fmt(result['accuracy'], True)}, loss {_fmt(result['loss'])}"
+        lines = [f"{run.name} on {result['split']}: accuracy "
+                 f"{accuracy_text(result['accuracy'], result['images'])}, "
+                 f"loss {_fmt(result['loss'])}"
                  + (f", ROC AUC {result['roc_auc']:.4f}" if result.get("roc_auc") else "")]
         lines += [f"  {c}: precision {_fmt(m['precision'], True)}, recall {_fmt(m['recall'], True)}"
                   f", F1 {_fmt(m['f1'], True)}" for c, m in result["per_class"].items()]

@@ -16,6 +16,7 @@ from .errors import DatasetError, ImageError
 from .inputs import SPLIT_AGAIN, check_split_files, inference_batches
 from .predict import load_run_model, probabilities
 from .runs import Run
+from .stats import wilson_interval
 from .storage import write_json_atomic
 
 
@@ -71,6 +72,7 @@ def summarize(probs: np.ndarray, labels: np.ndarray, classes: list[str], paths: 
         "classes": classes,
         "images": int(len(labels)),
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
+        "accuracy_interval": list(wilson_interval(int((predicted == labels).sum()), len(labels))),
         "loss": float(metrics.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=index)),
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=index).tolist(),
         "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f),

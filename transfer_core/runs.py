@@ -31,6 +31,7 @@ from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
 from .datasets import load_manifest
 from .errors import RunError, TransferLabError
+from .stats import accuracy_text
 from .storage import (DamagedFile, StorageError, append_jsonl, process_alive, read_json_object,
                       read_jsonl, temp_writer, write_failure, write_json_atomic,
                       write_json_in_place)
@@ -385,7 +386,7 @@ class Run:
         row = {"name": self.name, "folder": str(self.folder), "state": "damaged",
                "backbone": None, "strategy": None, "weights": None, "epochs_done": None,
                "epochs_total": None, "kept_epoch": None, "best_val_accuracy": None,
-               "best_val_loss": None, "test_accuracy": None, "created": None,
+               "best_val_loss": None, "test_accuracy": None, "test_images": None, "created": None,
                "error": self.problem(), "warnings": [], "metric_lines_skipped": 0}
         if row["error"]:
             return row
@@ -397,6 +398,7 @@ class Run:
         row.update(state=status.get("state"), backbone=config.backbone,
                    strategy=config.strategy, weights=config.weights, epochs_done=len(epochs),
                    epochs_total=config.total_epochs, test_accuracy=evaluation.get("accuracy"),
+                   test_images=evaluation.get("images"),
                    created=status.get("created"), error=status.get("error"),
                    warnings=self._warnings(skipped), metric_lines_skipped=skipped)
         if kept:
@@ -422,10 +424,16 @@ def summary_line(row: dict) -> str:
             f"best val_accuracy {_percent(row['best_val_accuracy'])}")
     if row["kept_epoch"] is not None:
         line += f" (model of epoch {row['kept_epoch']})"
-    line += f", test accuracy {_percent(row['test_accuracy'])}"
+    line += f", test accuracy {_test_accuracy(row)}"
     if row["error"] and row["state"] in ("failed", "interrupted"):
         line += f" — {row['error']}"
     return "; ".join([line, *row["warnings"]])
+
+
+def _test_accuracy(row: dict) -> str:
+    if row["test_accuracy"] is None or not row.get("test_images"):
+        return _percent(row["test_accuracy"])
+    return accuracy_text(row["test_accuracy"], row["test_images"])
 
 
 def _percent(value) -> str:
