@@ -173,6 +173,9 @@ def _train_arguments(parser):
                              "image once through the frozen part of the base, then train only "
                              "the rest on them (default 3; 0: augment on the fly, the chapter's "
                              "way)")
+    parser.add_argument("--class-weight", default="none", choices=["none", "balanced"],
+                        help="balanced: weigh each class inversely to its share of the "
+                             "training photos (for an imbalanced split)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
@@ -188,7 +191,8 @@ def _train_config(args):
         batch_size=args.batch_size, image_size=args.image_size,
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
-        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank)
+        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
+        class_weight=args.class_weight)
 
 
 def _fmt(value, percent=False):
