@@ -27,8 +27,8 @@ from .images import _to_rgb, decode_checked
 
 # Measured on the 8,000 shared photos (docs/BENCHMARKS.md): copies resized to a quarter or
 # re-saved at JPEG quality 10 stayed within 6 bits and correlated at 0.977 or more; the closest
-# distinct photos were 8 bits apart but correlated at 0.82 at most. Distinct synthetic pictures
-# of one layout can share a hash and correlate up to 0.98 (the demo set): hence both tests.
+# distinct photos were 8 bits apart and correlated at 0.84 at most. Distinct synthetic patches
+# of one layout share a hash and correlate up to 0.95 (the tests' colour patches): hence both.
 NEAR_BITS = 8
 MIN_CORRELATION = 0.97
 _SIDE, _LOW = 32, 8  # pHash: the grey picture's size, and the low frequencies kept per axis
