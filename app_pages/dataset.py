@@ -6,9 +6,10 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages import _ui as ui
-from transfer_core import config, sources
-from transfer_core.datasets import PRESETS, SPLITS, SplitRequest, split
-from transfer_core.errors import TransferLabError
+from transfer_core import config, duplicates, sources
+from transfer_core.balance import imbalance
+from transfer_core.datasets import PRESETS, SPLITS, SplitRequest, drop_later_copies, split
+from transfer_core.errors import ImageError, TransferLabError
 from transfer_core.images import open_rgb
 
 st.title("Dataset")
@@ -170,6 +171,74 @@ def choose_split(report) -> SplitRequest | None:
         return None
 
 
+def show_duplicates(report, manifest):
+    """Copies of one picture and where each sits; offers to drop the later copies. Returns
+    the manifest to save (without them when the user chose so)."""
+    if not report.duplicates:
+        st.caption(":material/check: No duplicates: every photo was compared with every other, "
+                   "by its bytes and by a perceptual hash.")
+        return manifest
+    located = duplicates.locate(report.duplicates, manifest.rows)
+    found = duplicates.summary(located)
+    st.subheader("Duplicates and leaks")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Exact copies", found["exact"], help="Pairs of files with the same bytes.")
+    c2.metric("Near copies", found["near"],
+              help="Pairs of one picture resized, re-compressed or saved in another format.")
+    c3.metric("Across splits (leaks)", found["leaks"])
+    if found["leaks"]:
+        st.warning(f"{found['leaks']} pair(s) sit in two different splits: the model would be "
+                   "validated or tested on photos it trained on, and every accuracy measured "
+                   "on them is inflated.", icon=":material/warning:")
+    shown = sorted(located, key=lambda pair: not pair["leak"])[:PAIRS_SHOWN]
+    for pair in shown:
+        show_pair(pair)
+    if len(located) > len(shown):
+        with st.expander(f"All {len(located)} pairs"):
+            st.dataframe([{"first": Path(p["first"]).name, "in": p["first_split"],
+                           "second": Path(p["second"]).name, "in ": p["second_split"],
+                           "kind": p["kind"], "hash bits apart": p["distance"]}
+                          for p in located], hide_index=True)
+    cleaned = drop_later_copies(manifest, report.duplicates)
+    if not cleaned.dropped:  # every pair has a photo in no split
+        return manifest
+    drop = st.toggle(f"Drop the later copy of each pair from the split "
+                     f"({len(cleaned.dropped)} photos)", key="drop_duplicates",
+                     help="Of each pair, the copy in the later split goes (test after "
+                          "validation after train), so training keeps its photo and the "
+                          "evaluation loses the copy. The manifest records what was dropped "
+                          "and why.")
+    return cleaned if drop else manifest
+
+
+PAIRS_SHOWN = 12
+
+
+def show_pair(pair: dict):
+    columns = st.columns([1, 1, 3])
+    for column, side in zip(columns, ("first", "second")):
+        where = pair[f"{side}_split"] or "in no split"
+        caption = f"{Path(pair[side]).name} · {pair[f'{side}_label']} · {where}"
+        try:
+            column.image(thumbnail(pair[side], 110), caption=caption)
+        except (ImageError, OSError):  # changed or gone since the scan
+            column.caption(f"{caption} (cannot be shown now)")
+    what = ("exact copy (same bytes)" if pair["kind"] == "exact"
+            else f"near copy ({pair['distance']} of 64 hash bits differ)")
+    columns[2].markdown(f"**{what}**" + (" · :red[leak across splits]" if pair["leak"] else ""))
+
+
+def show_imbalance(manifest):
+    uneven = imbalance(manifest.counts()["train"])
+    if uneven:
+        st.warning(
+            f"The training split is imbalanced: {uneven['largest']} has "
+            f"{uneven['largest_count']} photos, {uneven['smallest']} "
+            f"{uneven['smallest_count']} ({uneven['ratio']:.1f}×). A model can then score well "
+            f"by favouring {uneven['largest']}. Even out the counts, or choose balanced class "
+            "weights on the Train page (More settings).", icon=":material/balance:")
+
+
 def show_split(manifest):
     counts = manifest.counts()
     rows = [{"class": c, **{s: counts[s][c] for s in SPLITS}} for c in manifest.classes]
@@ -252,6 +321,8 @@ try:
 except TransferLabError as exc:
     ui.show_error(exc)
     st.stop()
+manifest = show_duplicates(report, manifest)
+show_imbalance(manifest)
 show_split(manifest)
 
 if st.button("Save this split", type="primary", icon=":material/save:"):

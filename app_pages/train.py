@@ -5,6 +5,7 @@ import streamlit as st
 from app_pages import _ui as ui
 from transfer_core import jobs
 from transfer_core.backbones import BACKBONES, keras_home
+from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
@@ -131,6 +132,7 @@ def settings_form(manifest) -> TrainConfig | None:
                                index=int(last.get("monitor") == "val_accuracy"), key="monitor")
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
                                    last.get("early_stopping_patience") or 0, key="patience")
+        class_weight = class_weight_input(counts["train"], last.get("class_weight", "none"))
 
     estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
                                 share_above(name, size, boundary), views)
@@ -144,10 +146,27 @@ def settings_form(manifest) -> TrainConfig | None:
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
             early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=int(views),
-            classes=manifest.classes)
+            classes=manifest.classes, class_weight=class_weight)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
+
+
+def class_weight_input(train_counts: dict, default: str) -> str:
+    """Class weights, with the training split's imbalance said beside them."""
+    uneven = imbalance(train_counts)
+    choice = st.radio("Class weights", CLASS_WEIGHTS, horizontal=True, key="class_weight",
+                      index=CLASS_WEIGHTS.index(default if default in CLASS_WEIGHTS else "none"),
+                      format_func={"none": "none (every photo counts the same)",
+                                   "balanced": "balanced (each class counts the same)"}.get,
+                      help="Balanced weighs each class's photos in the loss by the inverse of "
+                           "its share of the training split, so a large class cannot win by "
+                           "numbers alone.")
+    if uneven:
+        st.caption(f":material/balance: The training split is imbalanced: "
+                   f"{uneven['largest']} {uneven['largest_count']}, {uneven['smallest']} "
+                   f"{uneven['smallest_count']} ({uneven['ratio']:.1f}×).")
+    return choice
 
 
 def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_val: int,

@@ -22,6 +22,7 @@ import transfer_core.datasets as datasets
 from conftest import colour_image, huge_png_header, make_folder_dataset
 from transfer_core.cli import main
 from transfer_core.datasets import SplitRequest, scan, split
+from transfer_core.duplicates import check_and_fingerprint
 from transfer_core.errors import DatasetError, ImageError
 from transfer_core.images import _to_rgb, check_image, load_array, open_rgb
 
@@ -265,8 +266,8 @@ def test_links_out_of_the_allowed_folders_are_skipped_never_read(pets, outside, 
     (pets / "wolf").symlink_to(outside / "red", target_is_directory=True)
     (pets / "red" / "stolen.png").symlink_to(outside / "red" / "red_0.png")
     checked = []
-    monkeypatch.setattr(datasets, "check_image",
-                        lambda path: checked.append(path) or check_image(path))
+    monkeypatch.setattr(datasets, "check_and_fingerprint",
+                        lambda path: checked.append(path) or check_and_fingerprint(path))
     report = scan(pets, roots=[tmp_path / "allowed"])
     reasons = _reasons(report)
     assert reasons["wolf"] == "wolf links outside the allowed folders"

@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 from .cli import command, path_argument, progress_printer, workspace
-from .datasets import PRESETS, SplitRequest, lay_out, load_manifest, scan, split
+from . import duplicates
+from .datasets import (PRESETS, SplitRequest, drop_later_copies, lay_out, load_manifest, scan,
+                       split)
 from .errors import DatasetError
 
 
@@ -30,6 +32,8 @@ def _scan_text(report) -> str:
         lines.append(f"  skipped {item['path']}: {item['reason']}")
     if len(report.skipped) > 20:
         lines.append(f"  … and {len(report.skipped) - 20} more skipped (see --json)")
+    found = duplicates.summary(duplicates.locate(report.duplicates, []))
+    lines.append(f"  duplicates: {found['exact']} exact and {found['near']} near pairs")
     return "\n".join(lines)
 
 
@@ -63,6 +67,9 @@ class Split:
         parser.add_argument("--layout", metavar="DIR", type=path_argument,
                             help="also lay the split out as folders (train/cats/…) in DIR")
         parser.add_argument("--copy", action="store_true", help="with --layout: copy, not symlink")
+        parser.add_argument("--drop-duplicates", action="store_true",
+                            help="leave out the later copy of each duplicate pair (test after "
+                                 "validation after train); the manifest records what and why")
 
     @staticmethod
     def run(args):
@@ -73,14 +80,21 @@ class Split:
             seed=args.seed)
         report = scan(args.path, progress=None if args.json else progress_printer("checking"))
         manifest = split(report, request)
+        found = duplicates.summary(duplicates.locate(report.duplicates, manifest.rows))
+        if args.drop_duplicates:
+            manifest = drop_later_copies(manifest, report.duplicates)
         path = manifest.save(workspace(args), args.name)
         result = {"manifest": str(path), "split": request.describe(), "counts": manifest.counts(),
-                  "skipped": report.skipped, "classes": manifest.classes}
+                  "skipped": report.skipped, "classes": manifest.classes,
+                  "duplicates": found, "dropped": manifest.dropped}
         if args.layout:
             result["layout"] = str(lay_out(manifest, args.layout, copy=args.copy))
         counts = manifest.counts()
         text = "\n".join([f"manifest: {path}", f"split: {request.describe()}"] + [
-            f"  {s}: " + ", ".join(f"{n} {c}" for c, n in counts[s].items()) for s in counts])
+            f"  {s}: " + ", ".join(f"{n} {c}" for c, n in counts[s].items()) for s in counts] + [
+            f"duplicates: {found['exact']} exact and {found['near']} near pairs, {found['leaks']} "
+            f"across splits; {len(manifest.dropped)} dropped"
+            + ("" if args.drop_duplicates or not found["pairs"] else " (--drop-duplicates)")])
         return result, text
 
 
@@ -159,6 +173,9 @@ def _train_arguments(parser):
                              "image once through the frozen part of the base, then train only "
                              "the rest on them (default 3; 0: augment on the fly, the chapter's "
                              "way)")
+    parser.add_argument("--class-weight", default="none", choices=["none", "balanced"],
+                        help="balanced: weigh each class inversely to its share of the "
+                             "training photos (for an imbalanced split)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
@@ -174,7 +191,8 @@ def _train_config(args):
         batch_size=args.batch_size, image_size=args.image_size,
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
-        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank)
+        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
+        class_weight=args.class_weight)
 
 
 def _fmt(value, percent=False):

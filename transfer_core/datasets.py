@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import config
+from . import config, duplicates
+from .duplicates import DuplicatePair, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
-from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, check_image
+from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from .storage import write_json_atomic
 
 SPLITS = ("train", "validation", "test")
@@ -49,6 +50,7 @@ class ScanReport:
     skipped: list[dict] = field(default_factory=list)  # {"path", "label", "reason"}
     seconds: float = 0.0
     ignored: int = 0  # files not named as pictures (.txt, .csv, hidden files): counted only
+    duplicates: list[DuplicatePair] = field(default_factory=list)  # among the usable images
 
     def counts(self) -> dict[str, int]:
         counter = Counter(entry.label for entry in self.images)
@@ -62,7 +64,8 @@ class ScanReport:
         return {"root": self.root, "layout": self.layout, "classes": self.classes,
                 "usable": self.counts(), "skipped_per_class": self.skipped_counts(),
                 "skipped": self.skipped, "ignored": self.ignored,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3),
+                "duplicates": duplicates.summary(duplicates.locate(self.duplicates, []))}
 
 
 def natural_key(text: str) -> list:
@@ -83,7 +86,8 @@ def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str,
 def scan(root: str | Path, workers: int | None = None,
          progress: Callable[[int, int], None] | None = None,
          roots: list[Path] | None = None) -> ScanReport:
-    """Find and fully decode every image under `root` (in parallel); report usable and skipped.
+    """Find and fully decode every image under `root` (in parallel); report usable and skipped,
+    and the pairs of usable images that are copies of one picture (duplicates.py).
 
     `roots`: the folders the caller may read (the app passes `config.allowed_roots`); every
     folder and file met is resolved, and a link that leads outside them is skipped with the
@@ -94,14 +98,17 @@ def scan(root: str | Path, workers: int | None = None,
     checked_root = _checked_root(root, roots)
     found = _Walk(roots).dataset(checked_root)
     entries = found.entries
-    reasons = _check_all([entry.path for entry in entries], workers, progress)
+    checked = _check_all([entry.path for entry in entries], workers, progress)
+    reasons = [reason for reason, _ in checked]
     usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
+    prints = [fingerprint for reason, fingerprint in checked if reason is None]
+    pairs = duplicates.find_pairs([entry.path for entry in usable], prints)
     skipped = found.skipped + [{"path": entry.path, "label": entry.label, "reason": reason}
                                for entry, reason in zip(entries, reasons) if reason is not None]
     labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
     classes = sorted(labels - {""}, key=natural_key)
     report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
-                        time.perf_counter() - started, found.ignored)
+                        time.perf_counter() - started, found.ignored, pairs)
     usable_classes = [name for name, n in report.counts().items() if n > 0]
     if len(usable_classes) < 2:
         example = (f" {len(skipped)} file(s) skipped, e.g. {skipped[0]['reason']}."
@@ -217,12 +224,14 @@ class _Walk:
 
 
 def _check_all(paths: list[str], workers: int | None,
-               progress: Callable[[int, int], None] | None) -> list[str | None]:
+               progress: Callable[[int, int], None] | None) -> list[tuple]:
+    """(None or the reason it is skipped, its fingerprints) of each file: the decode that
+    checks a file fingerprints it too (see bench/duplicates.py for the cost)."""
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(paths) < 500:  # starting worker processes costs ~1 s
         results = []
         for done, path in enumerate(paths, 1):
-            results.append(check_image(path))
+            results.append(check_and_fingerprint(path))
             if progress and (done % 50 == 0 or done == len(paths)):
                 progress(done, len(paths))
         return results
@@ -234,7 +243,7 @@ def _check_all(paths: list[str], workers: int | None,
     chunk = max(16, min(256, len(paths) // (workers * 8)))
     results = []
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for result in pool.map(check_image, paths, chunksize=chunk):
+        for result in pool.map(check_and_fingerprint, paths, chunksize=chunk):
             results.append(result)
             if progress and (len(results) % 200 == 0 or len(results) == len(paths)):
                 progress(len(results), len(paths))
@@ -335,6 +344,8 @@ class Manifest:
     rows: list[tuple[str, str, str]]  # (path, label, split)
     request: dict
     path: str | None = None  # where it is saved
+    # Photos left out as copies of others: {"path", "label", "split", "reason", "copy_of", "kind"}
+    dropped: list[dict] = field(default_factory=list)
 
     def files(self, split_name: str) -> tuple[list[str], list[int]]:
         """Paths and class indices of one split, in manifest order."""
@@ -354,7 +365,8 @@ class Manifest:
     def to_dict(self) -> dict:
         return {"format": 1, "root": self.root, "classes": self.classes, "request": self.request,
                 "counts": self.counts(),
-                "files": [{"path": p, "label": label, "split": s} for p, label, s in self.rows]}
+                "files": [{"path": p, "label": label, "split": s} for p, label, s in self.rows],
+                "dropped": self.dropped}
 
     def save(self, workspace: str | Path, name: str | None = None) -> Path:
         """Write the manifest into the workspace's manifests folder (atomically)."""
@@ -378,13 +390,30 @@ def load_manifest(path: str | Path) -> Manifest:
     try:
         data = json.loads(path.read_text())
         rows = [(f["path"], f["label"], f["split"]) for f in data["files"]]
-        manifest = Manifest(data["root"], data["classes"], rows, data.get("request", {}), str(path))
+        manifest = Manifest(data["root"], data["classes"], rows, data.get("request", {}), str(path),
+                            _dropped(data.get("dropped", [])))  # older manifests have none
     except FileNotFoundError:
         raise DatasetError(f"No manifest at {path}. Make one with: "
                            "python -m transfer_core split DATA_FOLDER") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path} is not a Transfer Lab manifest ({exc}).") from None
     return manifest
+
+
+def _dropped(items) -> list[dict]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "path" in i for i in items):
+        raise TypeError("'dropped' must be a list of files")
+    return items
+
+
+def drop_later_copies(manifest: Manifest, pairs: list[DuplicatePair]) -> Manifest:
+    """The same split without the later copy of each duplicate pair (duplicates.later_copies);
+    what was dropped and why is recorded in the manifest's `dropped`."""
+    drops = duplicates.later_copies(pairs, manifest.rows, SPLITS)
+    kept = [row for row in manifest.rows if row[0] not in drops]
+    dropped = manifest.dropped + [{"path": p, "label": label, "split": s, **drops[p]}
+                                  for p, label, s in manifest.rows if p in drops]
+    return Manifest(manifest.root, manifest.classes, kept, manifest.request, dropped=dropped)
 
 
 def list_manifests(workspace: str | Path) -> list[Path]:

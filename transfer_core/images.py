@@ -112,6 +112,12 @@ def check_image(path: str | Path) -> str | None:
     return None
 
 
+def decode_checked(source: str | Path | bytes, name: str | None = None) -> Image.Image:
+    """The full decode `check_image` makes, returning the picture in Pillow's own mode (no RGB
+    copy) for a caller that looks at the pixels too. Raises ImageError or OSError."""
+    return _decode(source, name, None, draft_side=None)
+
+
 def _decode(source: str | Path | bytes, name: str | None, limit: int | None,
             draft_side: int | None) -> Image.Image:
     """The decoded, upright picture in Pillow's own mode, from one of READ_FORMATS only."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from . import config as paths
 from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
+from .balance import CLASS_WEIGHTS
 from .datasets import load_manifest
 from .errors import RunError, TransferLabError
 from .stats import accuracy_text
@@ -74,6 +75,8 @@ class TrainConfig:
     # (0: augment on the fly and run the whole base every epoch, the chapter's way).
     view_bank: int = 0
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
+    # "balanced": each class weighs in the loss inversely to its share of the training photos
+    class_weight: str = "none"
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
     def __post_init__(self):
@@ -99,6 +102,7 @@ class TrainConfig:
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
             (all(isinstance(c, str) for c in self.classes), "classes", "a list of names"),
+            (self.class_weight in CLASS_WEIGHTS, "class_weight", " or ".join(CLASS_WEIGHTS)),
         ]
         for ok, name, rule in checks:
             if not ok:

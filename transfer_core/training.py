@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .balance import class_weights
 from .datasets import load_manifest
 from .device import configure
 from .errors import TransferLabError
@@ -164,7 +165,8 @@ class _Session:
                                progress=None)
         final = config.epochs if phase == "head" else config.total_epochs
         trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
-                    verbose=0, callbacks=self._callbacks(recorder))
+                    verbose=0, callbacks=self._callbacks(recorder),
+                    class_weight=self._class_weight())
 
     def _cached(self, cache, split: str, views: int, layer: str | None):
         """A split's features at `layer` (None: the base's output). A fine-tune run derives the
@@ -201,7 +203,8 @@ class _Session:
         initial = 0 if phase == "head" else config.epochs
         final = config.epochs if phase == "head" else config.total_epochs
         self.model.fit(train, validation_data=validation, epochs=final, initial_epoch=initial,
-                       shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
+                       shuffle=False, verbose=0, callbacks=self._callbacks(recorder),
+                       class_weight=self._class_weight())
 
     def _images(self, paths, labels, shuffle=False):
         data = image_dataset(paths, labels, self.config.image_size, self.config.batch_size,
@@ -209,6 +212,11 @@ class _Session:
         if self.num_classes == 2:  # binary cross-entropy wants float targets
             data = data.map(lambda x, y: (x, keras.ops.cast(y, "float32")))
         return data
+
+    def _class_weight(self):
+        """Keras turns it into per-photo weights for a PyDataset and a tf.data input alike."""
+        labels = self.manifest.files("train")[1]
+        return class_weights(labels, self.num_classes, self.config.class_weight)
 
     def _labels(self, labels):
         return np.asarray(labels, "float32" if self.num_classes == 2 else "int32")
