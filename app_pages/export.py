@@ -56,7 +56,7 @@ st.dataframe([{
     "file size": f"{result['files'][row['format']]['bytes'] / 1e6:.1f} MB",
     "check": ("passed" if row["format"] in FLOAT_FORMATS or row["meets_target"]
               else "below target"),
-} for row in result["parity"]], hide_index=True, key="parity_table")
+} for row in result["parity"]], hide_index=True)
 
 zip_path = Path(result["zip"])
 if not zip_path.is_file():  # removed since the cached export: make it again

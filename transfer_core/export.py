@@ -28,7 +28,7 @@ from .datasets import load_manifest
 from .errors import DatasetError, TransferLabError
 from .inputs import check_split_files
 from .layers import Preprocess
-from .predict import Predictor, load_run_model, probabilities
+from .predict import Predictor, load_run_model
 from .runs import Run
 from .storage import temp_prefix
 
@@ -258,8 +258,9 @@ def check_parity(row: dict) -> None:
 
 def parity_text(rows: list[dict]) -> str:
     lines = ["format       agreement  max |Δp|  accuracy (app)"]
-    lines += [f"{r['format']:<12} {100 * r['agreement']:8.1f}%  {r['max_abs_probability_difference']:.5f}"
-              f"  {100 * r['accuracy']:.1f}% ({100 * r['app_accuracy']:.1f}%)" for r in rows]
+    lines += [f"{r['format']:<12} {100 * r['agreement']:8.1f}%  "
+              f"{r['max_abs_probability_difference']:.5f}  "
+              f"{100 * r['accuracy']:.1f}% ({100 * r['app_accuracy']:.1f}%)" for r in rows]
     return "\n".join(lines)
 
 
