@@ -51,7 +51,7 @@ st.caption(result["parity_sample"] + ". A float file must agree on every photo (
 st.dataframe([{
     "format": FORMAT_LABELS[row["format"]],
     "label agreement": f"{100 * row['agreement']:.1f}%",
-    "largest probability difference": f"{row['max_abs_probability_difference']:.5f}",
+    "largest probability difference": f"{row['max_abs_probability_difference']:.1e}",
     "accuracy": f"{100 * row['accuracy']:.1f}%",
     "file size": f"{result['files'][row['format']]['bytes'] / 1e6:.1f} MB",
     "check": ("passed" if row["format"] in FLOAT_FORMATS or row["meets_target"]

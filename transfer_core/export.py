@@ -36,8 +36,9 @@ FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8")
 FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite",
          "tflite-int8": "model_int8.tflite"}
 FLOAT_FORMATS = ("keras", "savedmodel", "tflite")
-# int8 calibration: 100 training photos cover the activation ranges of a small dataset; more
-# made no difference to the agreement on the chapter split and slows the conversion.
+# int8 calibration: TFLite's post-training quantization guide asks for "around ~100-500
+# samples" of the training data; 100 (evenly spaced, so every class) kept 100% agreement on
+# the chapter split (docs/BENCHMARKS.md) and each one more costs conversion time.
 REPRESENTATIVE_IMAGES = 100
 # Parity runs on up to 200 test photos, evenly spaced over the split (every class, same
 # photos each time): enough to see a 1% disagreement, fast enough for the app.
@@ -150,10 +151,11 @@ def _write_tflite(model, folder: Path, context) -> Path:
 def _write_tflite_int8(model, folder: Path, context) -> Path:
     """Post-training int8: weights and activations in 8 bits, calibrated on training photos.
 
-    The input stays uint8 pixels (the model casts them itself, so no scale or zero point to
-    apply). The output stays float32: the probabilities are the last op, and as 8 bits they
-    would come in steps of 1/256, ties between close classes and a scale to apply by hand in
-    every user's code, to save one small dequantize op.
+    The input stays uint8 pixels (the model casts them itself: no scale or zero point for a
+    user to apply). The output is float32 (one dequantize op at the end), so a user's code reads
+    probabilities as from the float model; they still come in steps of 1/256, the sigmoid or
+    softmax running in 8 bits. An 8-bit output would save only that op and make every user
+    apply the output's scale and zero point by hand.
     """
     import tensorflow as tf
 
@@ -257,9 +259,9 @@ def check_parity(row: dict) -> None:
 
 
 def parity_text(rows: list[dict]) -> str:
-    lines = ["format       agreement  max |Δp|  accuracy (app)"]
+    lines = ["format       agreement  max |Δp|   accuracy (app)"]
     lines += [f"{r['format']:<12} {100 * r['agreement']:8.1f}%  "
-              f"{r['max_abs_probability_difference']:.5f}  "
+              f"{r['max_abs_probability_difference']:.1e}  "
               f"{100 * r['accuracy']:.1f}% ({100 * r['app_accuracy']:.1f}%)" for r in rows]
     return "\n".join(lines)
 
@@ -355,8 +357,8 @@ out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])''',
     if "tflite-int8" in card["files"]:
         parts += ["`model_int8.tflite` is quantized to 8 bits (calibrated on "
                   f"{card['int8_representative_images']} training photos): it takes the same "
-                  "uint8 pixels and returns float probabilities; see parity.json for how often "
-                  "it agrees with the float model.", ""]
+                  "uint8 pixels and returns float probabilities, in steps of 1/256 (8-bit "
+                  "arithmetic); parity.json says how often it agrees with the app.", ""]
     return "\n".join(parts)
 
 
