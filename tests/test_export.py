@@ -3,10 +3,12 @@ the app; a wrong preprocessing is caught; the zip holds what it lists; the app's
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -84,9 +86,14 @@ def test_the_zip_holds_what_it_lists_and_a_user_can_read_it(exported, tiny_run, 
     readme = (tmp_path / "README.md").read_text()
     assert all(f"`{entry['path']}`" in readme for entry in exported["files"].values())
     assert "Image.BILINEAR" in readme and "exif_transpose" in readme
-    # The Keras file needs no Transfer Lab code: only Keras' own layers in its config.
+    # The Keras file needs no Transfer Lab code (only Keras' own layers in its config) and
+    # holds no optimizer state (the run's model.keras keeps RMSprop's slots for the head).
     with zipfile.ZipFile(tmp_path / "model.keras") as keras_zip:
         assert "transfer_core" not in keras_zip.read("config.json").decode()
+        weights = h5py.File(io.BytesIO(keras_zip.read("model.weights.h5")), "r")
+        names = []
+        weights.visit(names.append)
+        assert names and not [name for name in names if "optimizer" in name]
 
 
 @pytest.fixture(scope="module")

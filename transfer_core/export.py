@@ -80,8 +80,17 @@ def raw_pixel_model(model: keras.Model, image_size: int) -> keras.Model:
     for layer in standard_preprocessing(mode):
         x = layer(x)
     for layer in model.layers[names.index("preprocess") + 1:]:  # base, head
+        _drop_training_state(layer)
         x = layer(x)
     return keras.Model(inputs, x, name=model.name)
+
+
+def _drop_training_state(layer: keras.layers.Layer) -> None:
+    """The head comes back from model.keras compiled, with RMSprop's slot for each weight
+    (33 MB for MobileNetV2's Flatten head): an exported model only predicts."""
+    if isinstance(layer, keras.Model) and getattr(layer, "optimizer", None) is not None:
+        layer.optimizer = None
+        layer.compiled = False
 
 
 def standard_preprocessing(mode: str) -> list[keras.layers.Layer]:
