@@ -67,6 +67,8 @@ def test_every_format_is_written_loads_and_agrees_with_the_app(exported):
     assert exported["runtimes"]["tflite"] == "ai_edge_litert.interpreter.Interpreter"
     sizes = {fmt: f["bytes"] for fmt, f in exported["files"].items()}
     assert sizes["tflite-int8"] < sizes["tflite"] / 2  # 8-bit weights
+    # Each weight stored once (Keras' own model.export stores it twice: keras#23553).
+    assert sizes["savedmodel"] < 1.2 * sizes["tflite"]
 
 
 def test_the_zip_holds_what_it_lists_and_a_user_can_read_it(exported, tiny_run, tmp_path):
@@ -180,3 +182,30 @@ def test_export_page_exports_shows_parity_and_offers_the_zip(tiny_run, monkeypat
     assert list(table["label agreement"]) == ["100.0%"]
     downloads = at.download_button
     assert len(downloads) == 1 and "tiny-export.zip" in downloads[0].label
+
+
+def test_export_page_on_a_fresh_workspace_links_to_train(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TRANSFER_LAB_WORKSPACE", str(tmp_path / "workspace"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("app_pages/export.py").run()
+    assert_no_exception(at)
+    assert at.title[0].value == "Export"
+    assert "No finished run with a saved model yet." in [info.value for info in at.main.info]
+    assert not at.main.button and not at.download_button
+
+
+def test_a_converter_failure_is_one_line_naming_the_format(tiny_run, tmp_path, monkeypatch):
+    class Broken:
+        def convert(self):
+            raise RuntimeError("op FOO is neither a custom op nor a flex op\nmore detail")
+
+    monkeypatch.setattr(export, "_converter", lambda model, context: Broken())
+    with pytest.raises(export.ExportError) as caught:
+        export_run(tiny_run, ["keras", "tflite"], tmp_path, **FEW)
+    assert str(caught.value) == (
+        "The TFLite converter could not make the tflite file (op FOO is neither a custom op nor "
+        "a flex op): export the other formats.")
+    assert not list(tmp_path.glob("*.zip"))
