@@ -209,3 +209,19 @@ def test_a_converter_failure_is_one_line_naming_the_format(tiny_run, tmp_path, m
         "The TFLite converter could not make the tflite file (op FOO is neither a custom op nor "
         "a flex op): export the other formats.")
     assert not list(tmp_path.glob("*.zip"))
+
+
+def test_the_card_carries_the_test_accuracy_with_its_interval_once_evaluated(
+        exported, tiny_run):
+    from transfer_core.evaluation import evaluate
+
+    assert exported["test_accuracy"] is None  # exported before any evaluation
+    assert "Test accuracy: not evaluated yet" in export.readme(exported)
+    result = evaluate(tiny_run)
+    accuracy = export.held_out_accuracy(tiny_run)
+    low, high = accuracy["interval_95"]
+    assert accuracy["images"] == result["images"] == 12
+    assert accuracy["accuracy"] == result["accuracy"]
+    assert low < result["accuracy"] <= high and high - low > 0.1  # 12 photos: a wide interval
+    text = export.readme({**exported, "test_accuracy": accuracy})
+    assert f"Test accuracy: {100 * result['accuracy']:.1f}% of 12 test photos (95% Wilson" in text

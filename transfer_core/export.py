@@ -374,6 +374,7 @@ out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])''',
     parts = [f"# {card['run']}: {card['backbone']} ({card['strategy']}), exported by "
              f"Transfer Lab {card['transfer_lab_version']}", "",
              f"Classes (labels.txt, in output order): {', '.join(classes)}.", "",
+             _accuracy_line(card["test_accuracy"]), "",
              f"Every model takes RGB uint8 pixels, shape (1, {size}, {size}, 3), and applies its "
              f"preprocessing itself ({card['preprocessing']['what']}): do not scale the pixels.",
              f"Resizing, the same as the app: {card['preprocessing']['resizing']}. (A "
@@ -381,10 +382,10 @@ out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])''',
              "parity.json: each file loaded back with its own runtime and run on test photos "
              "against the app (label agreement, largest probability difference, accuracy).",
              "model_card.json: backbone, strategy, classes, preprocessing, test accuracy.", ""]
-    for fmt, name in card["files"].items():
+    for fmt, entry in card["files"].items():
         kind = "tflite" if fmt.startswith("tflite") else fmt
-        code = snippets[kind].replace("MODEL_FILE", name["path"])
-        parts += [f"## {fmt}: `{name['path']}`", "", "```python", code,
+        code = snippets[kind].replace("MODEL_FILE", entry["path"])
+        parts += [f"## {fmt}: `{entry['path']}`", "", "```python", code,
                   to_probs, "print(labels[int(np.argmax(probs))], probs)", "```", ""]
     if "tflite-int8" in card["files"]:
         parts += ["`model_int8.tflite` is quantized to 8 bits (calibrated on "
@@ -392,6 +393,16 @@ out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])''',
                   "uint8 pixels and returns float probabilities, in steps of 1/256 (8-bit "
                   "arithmetic); parity.json says how often it agrees with the app.", ""]
     return "\n".join(parts)
+
+
+def _accuracy_line(accuracy: dict | None) -> str:
+    if not accuracy:
+        return ("Test accuracy: not evaluated yet (the Evaluate page, or "
+                "`python -m transfer_core evaluate RUN`).")
+    low, high = accuracy["interval_95"]
+    return (f"Test accuracy: {100 * accuracy['accuracy']:.1f}% of {accuracy['images']} "
+            f"{accuracy['split']} photos (95% Wilson interval "
+            f"{100 * low:.1f}–{100 * high:.1f}%).")
 
 
 # ---- the whole export -----------------------------------------------------------------------
