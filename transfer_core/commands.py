@@ -356,7 +356,7 @@ class Stop:
 class Export:
     @staticmethod
     def add_arguments(parser):
-        from .export import FORMATS
+        from .export_formats import FORMATS
 
         parser.add_argument("run", type=path_argument, help="a run's name or folder")
         parser.add_argument("--formats", default=",".join(FORMATS),

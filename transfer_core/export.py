@@ -26,16 +26,13 @@ from PIL import Image, ImageOps
 from . import __version__
 from .datasets import load_manifest
 from .errors import DatasetError, TransferLabError
+from .export_formats import FILES, FLOAT_FORMATS, FORMATS
 from .inputs import check_split_files
 from .layers import Preprocess
 from .predict import Predictor, load_run_model
 from .runs import Run
 from .storage import temp_prefix
 
-FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8")
-FILES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite",
-         "tflite-int8": "model_int8.tflite"}
-FLOAT_FORMATS = ("keras", "savedmodel", "tflite")
 # int8 calibration: TFLite's post-training quantization guide asks for "around ~100-500
 # samples" of the training data; 100 (evenly spaced, so every class) kept 100% agreement on
 # the chapter split (docs/BENCHMARKS.md) and each one more costs conversion time.
