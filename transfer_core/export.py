@@ -51,7 +51,7 @@ _PREPROCESSING_TEXT = {
 }
 RESIZING_TEXT = ("Pillow: open, apply the EXIF orientation (ImageOps.exif_transpose), convert "
                  "to RGB, resize to {size}×{size} with Image.BILINEAR (no crop, no padding: "
-                 "the aspect ratio is not kept), as the app does")
+                 "the aspect ratio is not kept)")
 
 
 class ExportError(TransferLabError):
