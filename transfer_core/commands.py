@@ -370,3 +370,26 @@ class Stop:
         run = find_run(workspace(args), args.run)
         stop(run)
         return {"run": run.name, "stop_requested": True}, f"asked {run.name} to stop"
+
+
+@command("export", "export a run's model (Keras, SavedModel, TFLite, int8) with a parity check")
+class Export:
+    @staticmethod
+    def add_arguments(parser):
+        from .export_formats import FORMATS
+
+        parser.add_argument("run", type=path_argument, help="a run's name or folder")
+        parser.add_argument("--formats", default=",".join(FORMATS),
+                            help=f"comma-separated, some of {','.join(FORMATS)} (default: all)")
+        parser.add_argument("--out", type=path_argument,
+                            help="folder for RUN-export.zip (default: the run's export/)")
+
+    @staticmethod
+    def run(args):
+        from .export import export_run, export_text
+        from .runs import find_run
+
+        run = find_run(workspace(args), args.run)
+        result = export_run(run, args.formats, args.out,
+                            progress=lambda text: print(f"{text}…", file=sys.stderr, flush=True))
+        return result, export_text(result)
