@@ -401,7 +401,7 @@ class SplitRequest:
     def describe(self) -> str:
         if self.preset == AS_LAID_OUT:
             test = ("test = the validation folder" if self.test_from == "validation"
-                    else f"a missing split = {self.holdout:g} of the training folder, "
+                    else f"a split without a folder: {self.holdout:g} of the training folder, "
                          f"seed {self.seed}")
             return f"as laid out in the split folders ({test})"
         if self.preset:
