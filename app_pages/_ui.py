@@ -122,13 +122,15 @@ def run_label(run: Run) -> str:
 # ---- cached work -----------------------------------------------------------------------------
 
 def folder_signature(folder: str) -> tuple:
-    """Cheap identity of a folder's contents: changes when files are added, removed or edited."""
-    count, latest = 0, 0.0
+    """Cheap identity of a folder's contents: changes when files are added, removed or edited,
+    and when a folder is renamed (a made dataset's class: its files keep their times)."""
+    count, latest, folders = 0, 0.0, []
     for root, _dirs, files in os.walk(folder):
+        folders.append(root)
         count += len(files)
         for name in files:  # lstat: a dangling or looping link is the scan's to report
             latest = max(latest, os.lstat(os.path.join(root, name)).st_mtime)
-    return count, latest
+    return count, latest, hash(tuple(sorted(folders)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

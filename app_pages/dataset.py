@@ -6,9 +6,11 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages import _ui as ui
-from transfer_core import config, duplicates, sources
+from app_pages._own_dataset import own_source
+from transfer_core import config, duplicates, own_dataset, sources
 from transfer_core.balance import imbalance
-from transfer_core.datasets import PRESETS, SPLITS, SplitRequest, drop_later_copies, split
+from transfer_core.datasets import (AS_LAID_OUT, PRESETS, SPLITS, SplitRequest,
+                                    drop_later_copies, split)
 from transfer_core.errors import ImageError, TransferLabError
 from transfer_core.images import open_rgb
 
@@ -16,7 +18,8 @@ st.title("Dataset")
 st.caption("Step 1 of 5 · choose your images; every file is checked by decoding it, then split "
            "into training, validation and test sets.")
 
-SOURCES = ["Demo set", "Folder on this server", "Upload a zip", "Download Dogs vs Cats"]
+SOURCES = ["Demo set", "Folder on this server", "Upload a zip", "Make your own",
+           "Download Dogs vs Cats"]
 
 
 def choose_folder() -> str | None:
@@ -28,6 +31,12 @@ def choose_folder() -> str | None:
         folder_source()
     elif source == "Upload a zip":
         zip_source()
+    elif source == "Make your own":
+        folder = own_source()  # None until two classes have photos: nothing to split yet
+        if folder is None:
+            st.session_state.pop("data_folder", None)
+        else:
+            st.session_state["data_folder"] = folder
     else:
         download_source()
     return st.session_state.get("data_folder")
@@ -123,7 +132,14 @@ def show_scan(report):
         columns[i % len(columns)].metric(name, f"{count} usable",
                                          f"{skipped[name]} skipped" if skipped[name] else None,
                                          delta_color="inverse")
-    st.caption(f"{report.root} · {report.layout} layout · checked in {report.seconds:.1f} s")
+    st.caption(f"{report.root} · {report.layout_text()} · checked in {report.seconds:.1f} s")
+    if report.split_folders:
+        per_split = report.counts_per_split()
+        st.dataframe([{"class": c, **{report.split_folders[s]: per_split[s][c]
+                                      for s in per_split}} for c in report.classes],
+                     hide_index=True)
+    for note in report.notes:
+        st.warning(note, icon=":material/rule:")
     if report.skipped:
         with st.expander(f"{len(report.skipped)} skipped files and why"):
             st.dataframe([{"file": Path(s["path"]).name, "class": s["label"], "reason": s["reason"]}
@@ -141,12 +157,18 @@ def choose_split(report) -> SplitRequest | None:
     st.subheader("Split")
     smallest = min(n for n in report.counts().values() if n) if report.images else 0
     options = ["chapter", "book", "counts", "fractions"]
-    labels = {"chapter": "Chapter: 2000 / 1000 / 1000 per class, in file order",
+    labels = {AS_LAID_OUT: "As laid out: the folders' own train / validation / test split",
+              "chapter": "Chapter: 2000 / 1000 / 1000 per class, in file order",
               "book": "Book: 1000 / 500 / 500 per class, in file order",
               "counts": "Custom counts per class (shuffled)",
               "fractions": "Custom fractions (shuffled, stratified)"}
-    choice = st.radio("Split preset", options, index=options.index(default_choice(smallest)),
+    default = default_choice(smallest)
+    if report.split_folders:  # offered first and chosen unless the user picks another
+        options, default = [AS_LAID_OUT, *options], AS_LAID_OUT
+    choice = st.radio("Split preset", options, index=options.index(default),
                       format_func=labels.get, key="split_choice")
+    if choice == AS_LAID_OUT:
+        return laid_out_request(report)
     seed = 1337
     if choice in ("counts", "fractions"):
         columns = st.columns(4)
@@ -169,6 +191,33 @@ def choose_split(report) -> SplitRequest | None:
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
+
+
+def laid_out_request(report) -> SplitRequest | None:
+    """As laid out; when a split has no folder, the user says where it comes from."""
+    test_from, holdout = "train", 0.2
+    if "test" not in report.split_folders:
+        test_from = st.radio(
+            "There is no test folder. The test split comes from:", ["train", "validation"],
+            key="test_from", format_func={
+                "train": "part of the training folder (an honest test)",
+                "validation": "the validation folder (optimistic: it also chooses the best "
+                              "epoch)"}.get)
+    if test_from == "train" or "validation" not in report.split_folders:
+        holdout = st.number_input("Fraction of each class's training folder to hold out",
+                                  0.05, 0.5, 0.2, step=0.05, key="holdout")
+    try:
+        return SplitRequest(preset=AS_LAID_OUT, test_from=test_from, holdout=holdout,
+                            seed=int(st.session_state.get("split_seed", 1337)))
+    except TransferLabError as exc:
+        ui.show_error(exc)
+        return None
+
+
+def show_few_photos(report, manifest):
+    warning = own_dataset.few_photos(report.counts(), manifest.counts()["test"])
+    if warning:
+        st.warning(warning, icon=":material/photo_library:")
 
 
 def show_duplicates(report, manifest):
@@ -241,6 +290,9 @@ def show_imbalance(manifest):
 
 def show_split(manifest):
     counts = manifest.counts()
+    if manifest.test_is_validation:
+        st.caption("Test = the validation split: evaluation will say so, as that split also "
+                   "chooses the best epoch (optimistic).")
     rows = [{"class": c, **{s: counts[s][c] for s in SPLITS}} for c in manifest.classes]
     rows.append({"class": "total", **{s: sum(counts[s].values()) for s in SPLITS}})
     left, right = st.columns([2, 3])
@@ -323,6 +375,7 @@ except TransferLabError as exc:
     st.stop()
 manifest = show_duplicates(report, manifest)
 show_imbalance(manifest)
+show_few_photos(report, manifest)
 show_split(manifest)
 
 if st.button("Save this split", type="primary", icon=":material/save:"):

@@ -41,6 +41,11 @@ c2.metric("Test loss", f"{result['loss']:.4f}")
 c3.metric("Test images", result["images"])
 if result.get("roc_auc") is not None:
     c4.metric("ROC AUC", f"{result['roc_auc']:.4f}")
+if result.get("evaluated_on") == "validation":
+    st.warning("Evaluated on the validation split, which also chose the best epoch: "
+               "optimistic. The split folders have no test folder, and the split was saved to "
+               "evaluate on validation; take part of the training folder as the test instead "
+               "for an honest score.", icon=":material/warning:")
 # A test split is a sample: say how far the true accuracy may lie from this one.
 st.caption("Test accuracy " + accuracy_text(result["accuracy"], result["images"]) + ".")
 

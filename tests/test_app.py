@@ -202,7 +202,8 @@ def test_dataset_page_on_a_fresh_workspace_offers_the_sources(workspace):
     at = open_page("dataset")
 
     assert at.radio(key="source").options == ["Demo set", "Folder on this server",
-                                              "Upload a zip", "Download Dogs vs Cats"]
+                                              "Upload a zip", "Make your own",
+                                              "Download Dogs vs Cats"]
     assert at.radio(key="source").value == "Demo set"
     assert "Choose a source above to begin." in texts(at.info)
     assert [b.label for b in at.button] == ["Create the demo set"]

@@ -107,3 +107,20 @@ def test_summarize_lists_mistakes_most_confident_first():
     assert result["per_class"]["blue"] == pytest.approx(
         {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
     assert result["roc_auc"] is None
+
+
+def test_a_split_evaluated_on_validation_says_so(trained, monkeypatch):
+    """Split folders without a test folder, the user chose to evaluate on validation: the
+    evaluation uses the validation photos and records it, for the Evaluate page to say."""
+    from transfer_core.datasets import Manifest
+
+    run = trained["runs"][STRATEGIES[0]]
+    real = evaluation.load_manifest(run.config.manifest)
+    laid_out = Manifest(real.root, real.classes, [r for r in real.rows if r[2] != "test"],
+                        {**real.request, "preset": "as-laid-out", "test_from": "validation"})
+    monkeypatch.setattr(evaluation, "load_manifest", lambda path: laid_out)
+    result = evaluate(run, force=True)
+    assert result["evaluated_on"] == "validation"
+    assert result["images"] == 3 * COUNTS[1]
+    monkeypatch.undo()
+    assert evaluate(run, force=True)["evaluated_on"] == "test"  # as the other tests expect

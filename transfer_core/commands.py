@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .cli import command, path_argument, progress_printer, workspace
 from . import duplicates
-from .datasets import (PRESETS, SplitRequest, drop_later_copies, lay_out, load_manifest, scan,
-                       split)
+from .datasets import (AS_LAID_OUT, PRESETS, TEST_FROM, SplitRequest, drop_later_copies, lay_out,
+                       load_manifest, scan, split)
 from .errors import DatasetError
 
 
@@ -24,7 +24,7 @@ def _numbers(text: str, kind):
 
 
 def _scan_text(report) -> str:
-    lines = [f"{report.root} ({report.layout} layout), {report.seconds:.1f} s"]
+    lines = [f"{report.root} ({report.layout_text()}), {report.seconds:.1f} s"]
     skipped = report.skipped_counts()
     for name, count in report.counts().items():
         lines.append(f"  {name}: {count} usable, {skipped[name]} skipped")
@@ -32,6 +32,7 @@ def _scan_text(report) -> str:
         lines.append(f"  skipped {item['path']}: {item['reason']}")
     if len(report.skipped) > 20:
         lines.append(f"  … and {len(report.skipped) - 20} more skipped (see --json)")
+    lines += [f"  note: {note}" for note in report.notes]
     found = duplicates.summary(duplicates.locate(report.duplicates, []))
     lines.append(f"  duplicates: {found['exact']} exact and {found['near']} near pairs")
     return "\n".join(lines)
@@ -56,13 +57,22 @@ class Split:
     def add_arguments(parser):
         parser.add_argument("path", type=path_argument, help="the image folder")
         group = parser.add_mutually_exclusive_group()
-        group.add_argument("--preset", choices=list(PRESETS),
+        group.add_argument("--preset", choices=[AS_LAID_OUT, *PRESETS],
                            help="chapter: 2000/1000/1000 per class in index order (default); "
-                                "book: 1000/500/500")
+                                "book: 1000/500/500; as-laid-out: keep the split of folders "
+                                "already split (train/cats, val/cats …)")
         group.add_argument("--counts",
                            help="per class: train,validation,test (e.g. 2000,1000,1000)")
         group.add_argument("--fractions", help="per class: e.g. 0.7,0.15,0.15 (shuffled by --seed)")
         parser.add_argument("--seed", type=int, default=1337, help="shuffle seed for custom splits")
+        parser.add_argument("--test-from", choices=TEST_FROM, default=SplitRequest.test_from,
+                            help="as-laid-out with train and validation folders only: take the "
+                                 "test split from the training folder (--holdout of it), or "
+                                 "evaluate on validation (optimistic: it also chose the best "
+                                 "epoch)")
+        parser.add_argument("--holdout", type=float, default=SplitRequest.holdout,
+                            help="as-laid-out: the fraction of each class's training folder "
+                                 "taken for a split that has no folder")
         parser.add_argument("--name", help="manifest file name (default: derived from the folder)")
         parser.add_argument("--layout", metavar="DIR", type=path_argument,
                             help="also lay the split out as folders (train/cats/…) in DIR")
@@ -77,7 +87,7 @@ class Split:
             preset=args.preset,
             counts=_numbers(args.counts, int) if args.counts else None,
             fractions=_numbers(args.fractions, float) if args.fractions else None,
-            seed=args.seed)
+            seed=args.seed, test_from=args.test_from, holdout=args.holdout)
         report = scan(args.path, progress=None if args.json else progress_printer("checking"))
         manifest = split(report, request)
         found = duplicates.summary(duplicates.locate(report.duplicates, manifest.rows))

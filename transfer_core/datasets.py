@@ -1,8 +1,9 @@
 """Find a dataset's images, check each by decoding it, and split it into train/validation/test.
 
-Two layouts are read: one sub-folder per class (`cats/`, `dogs/` …) and Kaggle's flat naming
-(`cat.123.jpg`, label before the first dot). A split is saved as a manifest (JSON) that every
-later step reads, so the exact files of a run are always known.
+Three layouts are read: one sub-folder per class (`cats/`, `dogs/` …), Kaggle's flat naming
+(`cat.123.jpg`, label before the first dot), and folders already split (`train/cats/`,
+`val/cats/` …, as `image_dataset_from_directory` and PyTorch's ImageFolder expect). A split is
+saved as a manifest (JSON) that every later step reads, so the exact files of a run are known.
 """
 
 from __future__ import annotations
@@ -31,12 +32,22 @@ from .storage import write_json_atomic
 SPLITS = ("train", "validation", "test")
 # Per class, in index order: the blog post's 2000/1000/1000 and the book's 1000/500/500.
 PRESETS = {"chapter": (2000, 1000, 1000), "book": (1000, 500, 500)}
+# The split the folders already have (layout "split-folders"): not a count per class.
+AS_LAID_OUT = "as-laid-out"
+# Top-level folder names (any case) that mean a split, not a class.
+SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "validation",
+                      "valid": "validation", "validation": "validation", "dev": "validation",
+                      "test": "test", "testing": "test"}
+# Where the missing test split comes from when only train and validation folders exist.
+TEST_FROM = ("train", "validation")
+LAYOUT_TEXT = {"folders": "one folder per class", "kaggle": "Kaggle names (cat.1.jpg)"}
 
 
 @dataclass(frozen=True)
 class ImageEntry:
     path: str
     label: str
+    split: str | None = None  # "train", "validation" or "test" in the split-folders layout
 
 
 @dataclass
@@ -44,13 +55,28 @@ class ScanReport:
     """What a scan found: usable images per class and every skipped file with its reason."""
 
     root: str
-    layout: str  # "folders" or "kaggle"
+    layout: str  # "folders", "kaggle" or "split-folders"
     classes: list[str]
     images: list[ImageEntry]
     skipped: list[dict] = field(default_factory=list)  # {"path", "label", "reason"}
     seconds: float = 0.0
     ignored: int = 0  # files not named as pictures (.txt, .csv, hidden files): counted only
     duplicates: list[DuplicatePair] = field(default_factory=list)  # among the usable images
+    # split-folders layout: each split found and the folder that holds it ({"validation": "val"})
+    split_folders: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what differs between the split folders
+
+    def layout_text(self) -> str:
+        """The layout in words: "split folders: train, val" or "one folder per class"."""
+        if self.layout == "split-folders":
+            return "split folders: " + ", ".join(self.split_folders.values())
+        return LAYOUT_TEXT.get(self.layout, self.layout)
+
+    def counts_per_split(self) -> dict[str, dict[str, int]]:
+        """Usable images per split folder and class (split-folders layout only)."""
+        counter = Counter((entry.split, entry.label) for entry in self.images)
+        return {s: {name: counter.get((s, name), 0) for name in self.classes}
+                for s in self.split_folders}
 
     def counts(self) -> dict[str, int]:
         counter = Counter(entry.label for entry in self.images)
@@ -65,7 +91,9 @@ class ScanReport:
                 "usable": self.counts(), "skipped_per_class": self.skipped_counts(),
                 "skipped": self.skipped, "ignored": self.ignored,
                 "seconds": round(self.seconds, 3),
-                "duplicates": duplicates.summary(duplicates.locate(self.duplicates, []))}
+                "duplicates": duplicates.summary(duplicates.locate(self.duplicates, [])),
+                "layout_text": self.layout_text(), "split_folders": self.split_folders,
+                "counts_per_split": self.counts_per_split(), "notes": self.notes}
 
 
 def natural_key(text: str) -> list:
@@ -108,7 +136,8 @@ def scan(root: str | Path, workers: int | None = None,
     labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
     classes = sorted(labels - {""}, key=natural_key)
     report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
-                        time.perf_counter() - started, found.ignored, pairs)
+                        time.perf_counter() - started, found.ignored, pairs,
+                        found.split_folders, _split_notes(found.split_folders, classes, usable))
     usable_classes = [name for name, n in report.counts().items() if n > 0]
     if len(usable_classes) < 2:
         example = (f" {len(skipped)} file(s) skipped, e.g. {skipped[0]['reason']}."
@@ -121,12 +150,36 @@ def scan(root: str | Path, workers: int | None = None,
     return report
 
 
+def _split_notes(split_folders: dict[str, str], classes: list[str],
+                 usable: list[ImageEntry]) -> list[str]:
+    """What differs between the split folders: a class missing from one, or a split missing."""
+    if not split_folders:
+        return []
+    have = {(entry.split, entry.label) for entry in usable}
+    notes = []
+    for name in classes:
+        missing = [folder for split_name, folder in split_folders.items()
+                   if (split_name, name) not in have]
+        if missing and len(missing) < len(split_folders):  # none at all: shown as skipped
+            notes.append(f"Class {name!r} has no usable images in "
+                         f"{', '.join(f + '/' for f in missing)}: the classes differ between "
+                         "the split folders.")
+    if "test" not in split_folders:
+        notes.append("There is no test folder: choose how to get a test split "
+                     "(part of the training folder, or the validation folder).")
+    elif "validation" not in split_folders:
+        notes.append("There is no validation folder: as laid out, part of the training "
+                     "folder becomes the validation split.")
+    return notes
+
+
 @dataclass
 class _Found:
     layout: str
     entries: list[ImageEntry]
     skipped: list[dict]
     ignored: int
+    split_folders: dict[str, str] = field(default_factory=dict)
 
 
 class _Walk:
@@ -147,6 +200,9 @@ class _Walk:
         folders, loose, refused = self._list(root, real)
         if len(folders) == 1 and not loose and not refused:
             return self.dataset(*folders[0])
+        splits = _split_folder_names(folders)
+        if splits:
+            return self._split_dataset(folders, splits, loose, refused)
         under = {path: self._pictures_under(path, path_real) for path, path_real in folders}
         if any(under.values()):
             for path, reason, is_folder in refused:
@@ -161,6 +217,28 @@ class _Walk:
         loose.sort(key=lambda p: natural_key(p.name))
         entries = [ImageEntry(str(p), _kaggle_label(p)) for p in loose]
         return _Found("kaggle", entries, self.skipped, self.ignored)
+
+    def _split_dataset(self, folders, splits: dict[str, str], loose, refused) -> _Found:
+        """train/cats/…, val/cats/…: the class folders inside each split folder. A split
+        folder without class folders is no split layout: the caller reads classes instead."""
+        entries, by_name = [], {path.name: (path, real) for path, real in folders}
+        for folder_name, split_name in splits.items():  # train, validation, test
+            path, real = by_name[folder_name]
+            classes, files, refused_inside = self._list(path, real)
+            for item_path, reason, is_folder in refused_inside:
+                self._skip(item_path, item_path.name if is_folder else "", reason)
+            for item_path in files:
+                self._skip(item_path, "", f"{path.name}/{item_path.name} is not inside a "
+                                          "class folder")
+            entries += [ImageEntry(str(p), folder.name, split_name)
+                        for folder, folder_real in classes
+                        for p in self._pictures_under(folder, folder_real)]
+        for path, reason, is_folder in refused:
+            self._skip(path, "", reason)
+        for path in loose:
+            self._skip(path, "", f"{path.name} is not inside a split folder")
+        return _Found("split-folders", entries, self.skipped, self.ignored,
+                      {name: folder for folder, name in splits.items()})
 
     def _pictures_under(self, top: Path, top_real: Path) -> list[Path]:
         """Picture files anywhere under a class folder, in natural order of their subpath."""
@@ -223,6 +301,32 @@ class _Walk:
         self.skipped.append({"path": str(path), "label": label, "reason": reason})
 
 
+def _split_folder_names(folders: list[tuple[Path, Path]]) -> dict[str, str]:
+    """{folder name: split} when every top folder is a split folder (train, val, test …, any
+    case) that holds at least one sub-folder, in train/validation/test order; else {}.
+    Two folders for one split (val/ and validation/) are a DatasetError."""
+    names = [path.name for path, _ in folders]
+    splits = [SPLIT_FOLDER_NAMES.get(name.lower()) for name in names]
+    if len(folders) < 2 or None in splits:
+        return {}
+    if not all(_has_sub_folder(real) for _, real in folders):
+        return {}  # classes named like splits (train/ and test/ full of photos)
+    twice = [s for s in SPLITS if splits.count(s) > 1]
+    if twice:
+        both = [n for n, s in zip(names, splits) if s == twice[0]]
+        raise DatasetError(f"{' and '.join(both)} are both a {twice[0]} folder; keep one "
+                           "(merge or rename the other).")
+    return dict(sorted(zip(names, splits), key=lambda item: SPLITS.index(item[1])))
+
+
+def _has_sub_folder(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as listing:
+            return any(item.is_dir() and not _hidden(Path(item.path)) for item in listing)
+    except OSError:
+        return False
+
+
 def _check_all(paths: list[str], workers: int | None,
                progress: Callable[[int, int], None] | None) -> list[tuple]:
     """(None or the reason it is skipped, its fingerprints) of each file: the decode that
@@ -252,12 +356,20 @@ def _check_all(paths: list[str], workers: int | None,
 
 @dataclass
 class SplitRequest:
-    """How to split: a preset, per-class counts, or fractions (with a seed for shuffling)."""
+    """How to split: a preset, per-class counts, or fractions (with a seed for shuffling).
+
+    The preset "as-laid-out" keeps the split of split folders; a split the folders lack is
+    `holdout` (a fraction) of each class's training folder, shuffled with the seed, except
+    that `test_from="validation"` evaluates on the validation folder instead (said plainly
+    wherever the test accuracy is shown: that split also chose the best epoch).
+    """
 
     preset: str | None = None  # the chapter's, when nothing else is chosen
     counts: tuple[int, int, int] | None = None
     fractions: tuple[float, float, float] | None = None
     seed: int = 1337
+    test_from: str = "train"  # as-laid-out without a test folder: "train" or "validation"
+    holdout: float = 0.2
 
     def __post_init__(self):
         chosen = [name for name in ("preset", "counts", "fractions") if getattr(self, name)]
@@ -265,9 +377,9 @@ class SplitRequest:
             self.preset, chosen = "chapter", ["preset"]
         if len(chosen) != 1:
             raise DatasetError("Choose exactly one of: a preset, counts, or fractions.")
-        if self.preset and self.preset not in PRESETS:
+        if self.preset and self.preset not in PRESETS and self.preset != AS_LAID_OUT:
             raise DatasetError(f"Unknown preset {self.preset!r}; choose one of "
-                               f"{', '.join(PRESETS)}.")
+                               f"{', '.join([AS_LAID_OUT, *PRESETS])}.")
         if self.counts is not None:
             self.counts = tuple(int(n) for n in self.counts)
             if len(self.counts) != 3 or min(self.counts) < 0 or sum(self.counts) == 0:
@@ -279,13 +391,35 @@ class SplitRequest:
                     or not 0 < sum(self.fractions) <= 1.0 + 1e-9):
                 raise DatasetError("fractions must be three numbers ≥ 0 "
                                    "(train, validation, test) that add up to at most 1.")
+        if self.test_from not in TEST_FROM:
+            raise DatasetError(f"`test_from` must be one of {', '.join(TEST_FROM)}. "
+                               f"Received: test_from={self.test_from!r}")
+        if not 0 < float(self.holdout) < 1:
+            raise DatasetError("`holdout` must be a fraction between 0 and 1, e.g. 0.2. "
+                               f"Received: holdout={self.holdout!r}")
 
     def describe(self) -> str:
+        if self.preset == AS_LAID_OUT:
+            test = ("test = the validation folder" if self.test_from == "validation"
+                    else f"a split without a folder: {self.holdout:g} of the training folder, "
+                         f"seed {self.seed}")
+            return f"as laid out in the split folders ({test})"
         if self.preset:
             return f"preset {self.preset} ({'/'.join(map(str, PRESETS[self.preset]))} per class)"
         if self.counts:
             return f"counts {'/'.join(map(str, self.counts))} per class, seed {self.seed}"
         return f"fractions {'/'.join(f'{f:g}' for f in self.fractions)}, seed {self.seed}"
+
+    def as_recorded(self, split_folders: dict[str, str]) -> dict:
+        """The request as a manifest records it: the as-laid-out keys only for that preset,
+        with where the test split came from ("folder", "train" or "validation")."""
+        recorded = asdict(self)
+        test_from, holdout = recorded.pop("test_from"), recorded.pop("holdout")
+        if self.preset == AS_LAID_OUT:
+            recorded["test_from"] = "folder" if "test" in split_folders else test_from
+            recorded["holdout"] = holdout
+            recorded["split_folders"] = split_folders
+        return recorded
 
 
 def split_counts(available: int, request: SplitRequest) -> tuple[int, int, int]:
@@ -303,8 +437,11 @@ def split(report: ScanReport, request: SplitRequest) -> "Manifest":
     """Assign each usable image to a split, per class (stratified) and deterministically.
 
     Presets take files in index order (cat.0 … cat.1999 to train, as in the chapter); custom
-    counts and fractions shuffle each class with the request's seed first.
+    counts and fractions shuffle each class with the request's seed first. "as-laid-out"
+    keeps the split folders' split (`_split_as_laid_out`).
     """
+    if request.preset == AS_LAID_OUT:
+        return _split_as_laid_out(report, request)
     by_class = {name: [e for e in report.images if e.label == name] for name in report.classes}
     rows = []
     for name, entries in by_class.items():
@@ -318,7 +455,61 @@ def split(report: ScanReport, request: SplitRequest) -> "Manifest":
             rows += [(e.path, name, split_name) for e in entries[start:start + count]]
             start += count
     classes = [name for name in report.classes if by_class[name]]
-    return Manifest(root=report.root, classes=classes, rows=rows, request=asdict(request))
+    return Manifest(root=report.root, classes=classes, rows=rows,
+                    request=request.as_recorded(report.split_folders))
+
+
+def _split_as_laid_out(report: ScanReport, request: SplitRequest) -> "Manifest":
+    """Each file in the split of its folder; a split without a folder is taken from each
+    class's training files (`request.holdout`, shuffled with the seed), except a test split
+    the user chose to take from validation (the manifest then has no test rows)."""
+    given = report.split_folders
+    if report.layout != "split-folders":
+        raise DatasetError(f"The preset {AS_LAID_OUT} needs split folders (train/, val/ …, each "
+                           f"holding class folders); {_shown(report.root)} has "
+                           f"{report.layout_text()}. Choose another preset.")
+    if "train" not in given:
+        raise DatasetError(f"{_shown(report.root)} has no training folder (train/ or "
+                           f"training/), only {', '.join(given.values())}/: choose fractions "
+                           "to split all its images.")
+    held_out = [s for s in ("validation", "test") if s not in given
+                and not (s == "test" and request.test_from == "validation")]
+    rows = []
+    for name in report.classes:
+        entries = [e for e in report.images if e.label == name]
+        by_split = {s: [e.path for e in entries if e.split == s] for s in SPLITS}
+        if entries and not by_split["train"]:
+            raise NotEnoughImagesError(
+                f"Class {name!r} has no usable images in the training folder "
+                f"({given['train']}/), so no model can learn it. Add some, remove the class "
+                "from every split folder, or choose fractions to split all its images.")
+        for split_name, paths in zip(held_out, _hold_out(name, by_split, held_out, request)):
+            by_split[split_name] = paths
+        rows += [(p, name, s) for s in SPLITS for p in by_split[s]]
+    classes = [name for name in report.classes if any(row[1] == name for row in rows)]
+    return Manifest(root=report.root, classes=classes, rows=rows,
+                    request=request.as_recorded(given))
+
+
+def _hold_out(name: str, by_split: dict[str, list[str]], held_out: list[str],
+              request: SplitRequest) -> list[list[str]]:
+    """`request.holdout` of a class's training files for each split in `held_out` (shuffled
+    with the seed); by_split["train"] keeps the rest, in file order."""
+    train = by_split["train"]
+    if not held_out or not train:
+        return []
+    count = round(len(train) * request.holdout)
+    if count == 0 or len(train) - count * len(held_out) < 1:
+        raise NotEnoughImagesError(
+            f"Class {name!r} has {len(train)} usable training images: too few to take "
+            f"{request.holdout:g} of them for {' and '.join(held_out)} and still train. "
+            "Add images, take a larger fraction, or evaluate on the validation folder.")
+    shuffled = train[:]
+    random.Random(f"{request.seed}:{name}").shuffle(shuffled)
+    taken = [shuffled[i * count:(i + 1) * count] for i in range(len(held_out))]
+    out = {path for part in taken for path in part}
+    by_split["train"] = [path for path in train if path not in out]
+    return taken
 
 
 def _check_enough(name: str, available: int, wanted: tuple[int, int, int],
@@ -347,8 +538,17 @@ class Manifest:
     # Photos left out as copies of others: {"path", "label", "split", "reason", "copy_of", "kind"}
     dropped: list[dict] = field(default_factory=list)
 
+    @property
+    def test_is_validation(self) -> bool:
+        """The user chose to evaluate on the validation split (split folders without a test
+        folder): optimistic, as that split also chose the best epoch."""
+        return self.request.get("test_from") == "validation"
+
     def files(self, split_name: str) -> tuple[list[str], list[int]]:
-        """Paths and class indices of one split, in manifest order."""
+        """Paths and class indices of one split, in manifest order ("test" is the validation
+        split when `test_is_validation`)."""
+        if split_name == "test" and self.test_is_validation:
+            split_name = "validation"
         index = {name: i for i, name in enumerate(self.classes)}
         chosen = [(p, index[label]) for p, label, s in self.rows if s == split_name]
         return [p for p, _ in chosen], [i for _, i in chosen]

@@ -28,7 +28,8 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     if cached and not force and cached.get("model_mtime_ns") == stamp and cached["split"] == split:
         return cached
     config = run.config
-    paths, labels = load_manifest(config.manifest).files(split)
+    manifest = load_manifest(config.manifest)
+    paths, labels = manifest.files(split)
     if not paths:
         raise DatasetError(f"The run's manifest has no {split} images to evaluate on.")
     check_split_files(paths, split)  # before the model loads
@@ -39,7 +40,9 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     except ImageError as exc:  # deleted or damaged since the check above
         raise ImageError(f"{exc}: the file changed after the split; {SPLIT_AGAIN}.") from None
     result = summarize(probs, np.asarray(labels), config.classes, paths)
-    result.update(split=split, model_mtime_ns=stamp,
+    # A split without a test folder may be evaluated on validation: the pages must say so.
+    evaluated_on = "validation" if split == "test" and manifest.test_is_validation else split
+    result.update(split=split, evaluated_on=evaluated_on, model_mtime_ns=stamp,
                   seconds=round(time.perf_counter() - started, 2))
     write_json_atomic(run.folder / "evaluation.json", result)
     return result
