@@ -146,7 +146,7 @@ def choose_split(report) -> SplitRequest | None:
               "fractions": "Custom fractions (shuffled, stratified)"}
     choice = st.radio("Split preset", options, index=options.index(default_choice(smallest)),
                       format_func=labels.get, key="split_choice")
-    seed = 1337
+    seed = SplitRequest.seed  # the one default, also the CLI's
     if choice in ("counts", "fractions"):
         columns = st.columns(4)
         if choice == "counts":
@@ -159,7 +159,8 @@ def choose_split(report) -> SplitRequest | None:
             values = [columns[i].number_input(f"{name} fraction", 0.0, 1.0, value=v, step=0.05,
                                               key=f"fraction_{name}")
                       for i, (name, v) in enumerate(zip(SPLITS, (0.7, 0.15, 0.15)))]
-        seed = columns[3].number_input("Shuffle seed", value=1337, step=1, key="split_seed")
+        seed = columns[3].number_input("Shuffle seed", value=SplitRequest.seed, step=1,
+                                       key="split_seed")
     try:
         return SplitRequest(preset=choice if choice in PRESETS else None,
                             counts=tuple(values) if choice == "counts" else None,

@@ -49,6 +49,11 @@ def form_defaults() -> dict:
     return st.session_state["form_defaults"]
 
 
+def setting(last: dict, name: str):
+    """The last run's value of a setting, else TrainConfig's default (the one source)."""
+    return last.get(name, getattr(TrainConfig, name))
+
+
 def settings_form(manifest) -> TrainConfig | None:
     last = form_defaults()
     counts = manifest.counts()
@@ -56,7 +61,7 @@ def settings_form(manifest) -> TrainConfig | None:
     left, right = st.columns(2)
     with left:
         name = st.selectbox("Backbone", list(BACKBONES), key="backbone",
-                            index=list(BACKBONES).index(last.get("backbone", "vgg16")),
+                            index=list(BACKBONES).index(setting(last, "backbone")),
                             format_func=lambda n: BACKBONES[n].label,
                             help="The pretrained conv base (keras.applications). VGG16 is the "
                                  "chapter's; MobileNetV2 is about 40× cheaper on a CPU.")
@@ -66,7 +71,7 @@ def settings_form(manifest) -> TrainConfig | None:
                                last["image_size"] if same else backbone.default_size, step=16,
                                key=f"size_{name}", help="Every photo is resized to this square.")
         weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
-                           index=int(last.get("weights") == "none"),
+                           index=int(setting(last, "weights") == "none"),
                            format_func={"imagenet": "ImageNet (pretrained)",
                                         "none": "none (random: for testing only)"}.get)
         if weights == "imagenet":
@@ -86,25 +91,27 @@ def settings_form(manifest) -> TrainConfig | None:
                        icon=":material/warning:")
 
     strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
-                        index=STRATEGIES.index(last.get("strategy", STRATEGIES[0])),
+                        index=STRATEGIES.index(setting(last, "strategy")),
                         format_func=lambda s: s.replace("_", " "))
     st.info(STRATEGY_HELP[strategy], icon=":material/school:")
 
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
-                             1, 500, last.get("epochs", 30), key="epochs")
-    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, last.get("learning_rate", 2e-5),
+                             1, 500, setting(last, "epochs"), key="epochs")
+    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, setting(last, "learning_rate"),
                                     step=1e-5, format="%.1e",
                                     key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
-    batch_size = c3.number_input("Batch size", 1, 512, last.get("batch_size", 20), key="batch_size")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, last.get("seed", 1337), key="seed")
-    fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
+    batch_size = c3.number_input("Batch size", 1, 512, setting(last, "batch_size"),
+                                 key="batch_size")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, setting(last, "seed"), key="seed")
+    fine_tune_epochs = TrainConfig.fine_tune_epochs
+    fine_tune_lr, boundary = TrainConfig.fine_tune_learning_rate, backbone.fine_tune_from
     if strategy == "fine_tune":
         c1, c2, c3 = st.columns(3)
         fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500,
-                                           last.get("fine_tune_epochs", 100), key="ft_epochs")
+                                           setting(last, "fine_tune_epochs"), key="ft_epochs")
         fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0,
-                                       last.get("fine_tune_learning_rate", 1e-5), step=1e-6,
+                                       setting(last, "fine_tune_learning_rate"), step=1e-6,
                                        format="%.1e", key="ft_lr",
                                        help="The chapter: 1e-5, lower than the first phase's.")
         layers = facts["layers"][1:]
@@ -114,25 +121,28 @@ def settings_form(manifest) -> TrainConfig | None:
                                 help="This layer and every layer above it train in phase 2.")
     views = 0
     if strategy != "feature_extraction":
-        augmented_before = last.get("strategy", "feature_extraction") != "feature_extraction"
+        augmented_before = setting(last, "strategy") != "feature_extraction"
         views = view_bank_input(facts, strategy, boundary, n_train, n_val,
-                                last.get("view_bank", 3) if augmented_before else 3)
+                                setting(last if augmented_before else {}, "view_bank"))
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
-                               index=int(last.get("pooling") == "avg"),
+                               index=int(setting(last, "pooling") == "avg"),
                                format_func={"flatten": "Flatten (the chapter)",
                                             "avg": "Global average pooling (smaller, faster)"}.get)
         preprocessing = a2.selectbox("Preprocessing", ["backbone", "rescale"], key="preprocessing",
-                                     index=int(last.get("preprocessing") == "rescale"),
+                                     index=int(setting(last, "preprocessing") == "rescale"),
                                      format_func={"backbone": "the backbone's own",
                                                   "rescale": "1/255 (the chapter's)"}.get)
         monitor = a3.selectbox("Keep the model of the best", ["val_loss", "val_accuracy"],
-                               index=int(last.get("monitor") == "val_accuracy"), key="monitor")
+                               index=int(setting(last, "monitor") == "val_accuracy"),
+                               key="monitor")
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
-                                   last.get("early_stopping_patience") or 0, key="patience")
+                                   setting(last, "early_stopping_patience") or 0,
+                                   key="patience")
 
-    estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
+    estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs,
+                                TrainConfig.dense_units, pooling,
                                 share_above(name, size, boundary), views)
     st.caption("Estimated time on this machine: " + " · ".join(
         f"{s.replace('_', ' ')} {human_duration(v)}" for s, v in estimate.items()))

@@ -26,10 +26,11 @@ from transfer_core.training import RunRecorder, train
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 FAST = dict(backbone="vgg16", weights="none", image_size=32, learning_rate=2e-3, batch_size=4)
+# view_bank=0: these runs cover the on-the-fly path, the chapter's (test_viewbank.py the bank).
 SETTINGS = {
     "feature_extraction": dict(epochs=6),
-    "feature_extraction_augmented": dict(epochs=5),
-    "fine_tune": dict(epochs=4, fine_tune_epochs=2),
+    "feature_extraction_augmented": dict(epochs=5, view_bank=0),
+    "fine_tune": dict(epochs=4, fine_tune_epochs=2, view_bank=0),
 }
 PER_CLASS, COUNTS = 45, (30, 5, 10)  # per class: training, validation, test images
 _TRAINED: dict = {}
