@@ -106,6 +106,14 @@ def test_help_does_not_load_tensorflow():
     assert heavy == "[]"
 
 
+def test_the_commands_do_not_import_the_entry_point():
+    """cli → commands → cli_shared, one way: a command module never imports cli back."""
+    result = _python("-c", "import sys, transfer_core.commands\n"
+                           "print('transfer_core.cli' in sys.modules)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"
+
+
 def test_a_user_error_is_one_line_and_exit_status_1(tmp_path):
     result = _python("-m", "transfer_core", "scan", str(tmp_path / "missing"), cwd=tmp_path)
     assert result.returncode == 1

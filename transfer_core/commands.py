@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import command, path_argument, progress_printer, workspace
+from .cli_shared import command, path_argument, progress_printer, workspace
 from .datasets import PRESETS, SplitRequest, lay_out, load_manifest, scan, split
 from .errors import DatasetError
 
