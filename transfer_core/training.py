@@ -7,6 +7,7 @@ within one batch with the best model kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -35,16 +36,23 @@ def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) 
                        config.seed, views, augmentation, layer)
 
 
-def train(run: Run, workspace=None) -> dict:
+def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
     """Train `run` to the end (or until stopped); returns the final status. Never raises for a
     user error or a failed write (a full disk): the status says what went wrong, and it is
-    written even then (Run.finish)."""
+    written even then (Run.finish).
+
+    Two hooks for measuring (bench/), neither changes what is trained or written:
+    `callbacks`, more keras.callbacks.Callback objects given to every fit() after the run's
+    own (e.g. one timing the validation passes in on_test_begin/on_test_end); `timer`, a
+    function of a step's name returning a context manager that wraps each run of that step,
+    for now "features": computing a split's features or reading them from the cache.
+    """
     try:
         config = run.config
         run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
                           stage="starting", device=configure())
         keras.utils.set_random_seed(config.seed)
-        _Session(run, config, workspace or run.folder.parent.parent).execute()
+        _Session(run, config, workspace or run.folder.parent.parent, callbacks, timer).execute()
         return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
     except Stopped:
         return run.finish(state="stopped", finished=time.time(), stage="stopped", pid=None)
@@ -64,11 +72,16 @@ def _failed(run: Run, error: str) -> dict:
     return run.finish(state="failed", finished=time.time(), error=error, pid=None)
 
 
+def _untimed(step: str):
+    return contextlib.nullcontext()
+
+
 class _Session:
     """One run's training: the model, the data, and the phases in order."""
 
-    def __init__(self, run: Run, config: TrainConfig, workspace):
+    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks=(), timer=None):
         self.run, self.config, self.workspace = run, config, workspace
+        self.extra_callbacks, self.timer = list(callbacks), timer or _untimed  # train()'s hooks
         self.manifest = load_manifest(config.manifest)
         self.num_classes = len(self.manifest.classes)
         self.audits = []
@@ -124,7 +137,7 @@ class _Session:
         if self.config.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 self.config.monitor, patience=self.config.early_stopping_patience))
-        return callbacks
+        return callbacks + self.extra_callbacks
 
     def _train_on_cache(self, tensors_unfrozen: int):
         """Never compute a frozen layer twice: the frozen part of the base runs once per image
@@ -184,8 +197,9 @@ class _Session:
         def progress(done, total):
             self.run.update_status(stage=what, progress={"done": done, "total": total})
 
-        return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
-                             should_stop=self.run.stop_requested, derivation=derivation)
+        with self.timer("features"):
+            return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
+                                 should_stop=self.run.stop_requested, derivation=derivation)
 
     def _fit_end_to_end(self, phase: str):
         config = self.config
