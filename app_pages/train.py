@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core import jobs
-from transfer_core.backbones import BACKBONES, keras_home
+from transfer_core.backbones import BACKBONES, imagenet_weights_path
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
@@ -75,9 +75,9 @@ def settings_form(manifest) -> TrainConfig | None:
                            format_func={"imagenet": "ImageNet (pretrained)",
                                         "none": "none (random: for testing only)"}.get)
         if weights == "imagenet":
-            cached = (keras_home() / "models" / backbone.weights_filename(size)).exists()
-            st.caption("ImageNet weights: " + ("in the local Keras cache." if cached else
-                       f"downloaded by Keras on first use into {keras_home() / 'models'}."))
+            target = imagenet_weights_path(backbone, size)
+            st.caption("ImageNet weights: " + ("in the local Keras cache." if target.exists()
+                       else f"downloaded by Keras on first use into {target.parent}."))
     with right:
         with st.spinner(f"Measuring {backbone.label} on this machine…"):
             facts, speed = backbone_facts(name, size), throughput(name, size)
@@ -207,10 +207,10 @@ def show_run(run: Run):
         done, total = progress.get("done", 0), progress.get("total") or 1
         eta = progress.get("eta_seconds")
         stage = status.get("stage", "training")
-        text = f"{stage} · {done:.1f} of {total}" if "extract" not in stage else (
-            f"{stage} · {done} of {total} images")
-        if not progress.get("total"):
-            text = stage  # no count yet: "starting", not "starting · 0.0 of 1"
+        text = stage  # no count yet: "starting", not "starting · 0.0 of 1"
+        if progress.get("total"):  # the core says what it counts: epochs or images
+            text += (f" · {done} of {total} images" if progress.get("unit") == "images"
+                     else f" · {done:.1f} of {total}")
         if eta:
             text += f" · about {human_duration(eta)} left"
         st.progress(min(done / total, 1.0), text=text)

@@ -506,6 +506,29 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     assert sorted((on_trained["workspace"] / "cache").rglob("*.npy")) == files_before
 
 
+def test_train_page_counts_images_as_images_whatever_the_stage_is_called(workspace):
+    """The unit of a running run's progress comes from its status: an image count during a
+    stage not named "extract…" reads "1200 of 12000 images", not "1200.0 of 12000"."""
+    from transfer_core.datasets import SplitRequest, scan, split
+    from transfer_core.runs import Run, TrainConfig
+
+    demo = make_demo_dataset(workspace / "datasets" / "demo")
+    manifest = split(scan(demo, workers=1), SplitRequest(fractions=(0.7, 0.15, 0.15)))
+    config = TrainConfig(manifest=str(manifest.save(workspace)), weights="none", image_size=32)
+    run = Run.create(workspace, config)
+    stage = "running the frozen top of the base over the cached train features"
+    run.update_status(state="running", pid=os.getpid(), stage=stage,
+                      progress={"done": 1200, "total": 12000, "unit": "images"})
+    at = open_page("train", size_vgg16=32)
+    [bar] = at.get("progress")
+    assert bar.proto.text == f"{stage} · 1200 of 12000 images"
+    run.update_status(stage="training the classifier on cached features",
+                      progress={"done": 1.5, "total": 3, "unit": "epochs"})
+    at.run()
+    [bar] = at.get("progress")
+    assert bar.proto.text == "training the classifier on cached features · 1.5 of 3"
+
+
 def test_a_new_session_finds_the_run_on_the_train_page(on_trained):
     at = open_page("train", size_vgg16=32)
 

@@ -75,12 +75,17 @@ def keras_home() -> Path:
     return home
 
 
+def imagenet_weights_path(backbone: Backbone, image_size: int) -> Path:
+    """Where Keras keeps (or will download) the backbone's ImageNet weights without the top."""
+    return keras_home() / "models" / backbone.weights_filename(image_size)
+
+
 def weights_id(backbone: Backbone, weights: str, image_size: int) -> str:
     """A string that changes whenever the weights' values would: for the cache keys."""
     if weights == "none":
         return "none"
-    path = (keras_home() / "models" / backbone.weights_filename(image_size)
-            if weights == "imagenet" else Path(weights))
+    path = (imagenet_weights_path(backbone, image_size) if weights == "imagenet"
+            else Path(weights))
     if path.exists():
         stat = path.stat()
         return f"{weights}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -113,7 +118,7 @@ def build_base(backbone: Backbone | str, weights: str = "imagenet",
 def _weights_error(backbone: Backbone, weights: str, size: int, exc: Exception) -> BackboneError:
     text = str(exc)
     if weights == "imagenet" and ("URL fetch failure" in text or isinstance(exc, OSError)):
-        target = keras_home() / "models" / backbone.weights_filename(size)
+        target = imagenet_weights_path(backbone, size)
         return BackboneError(
             f"Could not download the ImageNet weights for {backbone.label} (no network?). "
             f"To work offline, place the file {target.name} at {target} (KERAS_HOME sets the "
