@@ -31,9 +31,9 @@ from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
 from .datasets import load_manifest
 from .errors import RunError, TransferLabError
-from .storage import (DamagedFile, StorageError, append_jsonl, process_alive, read_json_object,
-                      read_jsonl, temp_writer, write_failure, write_json_atomic,
-                      write_json_in_place)
+from .storage import (DamagedFile, StorageError, append_jsonl, free_path, process_alive,
+                      read_json_object, read_jsonl, temp_writer, write_failure,
+                      write_json_atomic, write_json_in_place)
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 MONITORS = ("val_loss", "val_accuracy")
@@ -158,12 +158,7 @@ class Run:
         base = name or f"{stamp}-{config.backbone}-{config.strategy}"
         # Never hidden: a hidden name is what temporary files have.
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).lstrip(".") or "run"
-        folder = paths.runs_dir(Path(workspace)) / base
-        suffix = 1
-        while folder.exists():
-            suffix += 1
-            folder = folder.with_name(f"{base}-{suffix}")
-        return cls.create_in(folder, config)
+        return cls.create_in(free_path(paths.runs_dir(Path(workspace)) / base), config)
 
     @classmethod
     def create_in(cls, folder: str | Path, config: TrainConfig) -> "Run":

@@ -238,6 +238,16 @@ def _stale(entry: Path) -> bool:
         return False
 
 
+def free_path(path: str | Path) -> Path:
+    """`path` when nothing is there yet, else the first free of path-2, path-3, …"""
+    path = candidate = Path(path)
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
 def human_size(n: int) -> str:
     """Bytes as a person reads them: 1.8 GiB, 139.0 MiB."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
