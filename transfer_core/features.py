@@ -30,7 +30,7 @@ from .augment import CHAPTER, AugmentationSettings, augmentation_layers
 from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
-from .errors import DatasetError, ImageError
+from .errors import DatasetError, ImageError, Stopped
 from .inputs import inference_batches
 from .layers import Preprocess
 from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failure,
@@ -39,10 +39,6 @@ from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failu
 # Part of every cache key; 2: large JPEGs decode in draft mode (images.py), so their pixels
 # changed and features cached before must not be reused.
 FORMAT = 2
-
-
-class Stopped(Exception):
-    """Raised inside long loops when the user asked to stop."""
 
 
 @dataclass(frozen=True)

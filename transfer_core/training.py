@@ -13,19 +13,18 @@ import os
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from .datasets import load_manifest
 from .device import configure
-from .errors import TransferLabError
-from .features import Derivation, FeatureCache, FeatureSpec, Stopped
+from .errors import Stopped, TransferLabError
+from .features import Derivation, FeatureCache, FeatureSpec
 from .history import is_better
 from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
-from .storage import StorageError, os_error_in, temp_prefix, write_failure
+from .storage import os_error_in, save_model_atomic, write_failure
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
                          layer_below, phase_audit, top_model, unfreeze_from)
@@ -368,19 +367,3 @@ def _num(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def save_model_atomic(model, path) -> None:
-    """Save to a temporary .keras file beside `path`, then rename: never a half-written model.
-    A failed save (a full disk) removes its temporary file and raises StorageError."""
-    path = Path(path)
-    tmp = path.with_name(f"{temp_prefix(path.name)}tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        failed_write = os_error_in(exc)
-        if failed_write is None:
-            raise
-        raise StorageError(write_failure(failed_write, path.parent, "saving the model")) from exc
