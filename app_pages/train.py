@@ -64,7 +64,8 @@ def settings_form(manifest) -> TrainConfig | None:
                             index=list(BACKBONES).index(setting(last, "backbone")),
                             format_func=lambda n: BACKBONES[n].label,
                             help="The pretrained conv base (keras.applications). VGG16 is the "
-                                 "chapter's; MobileNetV2 is about 40× cheaper on a CPU.")
+                                 "chapter's; MobileNetV2 is far cheaper on a CPU (its speed "
+                                 "here shows beside it).")
         backbone = BACKBONES[name]
         same = last.get("backbone") == name  # the last run's size and boundary fit this base
         size = st.number_input("Image size (pixels)", 32, 512,
@@ -169,9 +170,8 @@ def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_v
              "on every epoch repeats the same arithmetic. With K views, each photo is "
              "augmented K times and pushed once through the frozen part; every epoch then "
              "trains only the rest on one of those views. 0 is the chapter's way. "
-             "With 3, on the chapter's 4,000 training photos (MobileNetV2, a 2-core CPU), "
-             "30 epochs took 9 minutes against about an hour on the fly, with the same "
-             "test accuracy at 3 epochs over three seeds (docs/BENCHMARKS.md).")
+             "docs/BENCHMARKS.md (\"The view bank\") compares the time and test accuracy of "
+             "both on the chapter's photos.")
     if views:
         layers = facts["layers"]
         try:

@@ -73,7 +73,7 @@ class TrainConfig:
     # Augmented views per training image, computed once through the frozen part of the base
     # (0: augment on the fly and run the whole base every epoch, the chapter's way). 3: on the
     # chapter's split it matched the on-the-fly test accuracy in far less time
-    # (docs/BENCHMARKS.md, "view bank").
+    # (docs/BENCHMARKS.md, "The view bank").
     view_bank: int = 3
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     classes: list[str] = field(default_factory=list)  # filled from the manifest

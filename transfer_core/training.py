@@ -193,10 +193,10 @@ class _Session:
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
                         config.batch_size, config.seed, phase.first_epoch)
         validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
-        # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel: an epoch
-        # of the chapter's head on 4,000 MobileNetV2 features took about 8 s instead of 21–41 s on
-        # this CPU (`bench/probes.py head`). With layers of the base training too, its epochs
-        # swung between 11 and 20 s where plain ones held 10–18 s (`probes.py top`): head only.
+        # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
+        # faster on a CPU; with layers of the base training too, its epochs were slower and
+        # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
+        # the base").
         compile_model(trainer, self.num_classes, phase.learning_rate,
                       jit_compile=True if cut is None else "auto")
         recorder = self._recorder(phase, len(data))
