@@ -8,7 +8,7 @@ from transfer_core.backbones import BACKBONES, imagenet_weights_path
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.features import view_bank_bytes
+from transfer_core.features import FeatureCache, view_bank_bytes
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.storage import human_size
 from transfer_core.strategies import STRATEGY_HELP, name_below
@@ -250,6 +250,30 @@ def show_run(run: Run):
                      icon=":material/image_search:")
 
 
+def feature_cache_section():
+    """The disk the feature cache takes, and a button that frees it."""
+    with st.expander("Feature cache"):
+        if "cache_cleared" in st.session_state:
+            st.success(st.session_state.pop("cache_cleared"), icon=":material/delete:")
+        if "cache_not_cleared" in st.session_state:
+            ui.show_error(st.session_state.pop("cache_not_cleared"))
+        size = FeatureCache(ui.workspace()).size_bytes()
+        st.caption(f"Conv-base features and view banks cached by earlier runs take "
+                   f"{human_size(size)} of disk. A run computes again what it needs.")
+        st.button("Clear the feature cache", icon=":material/delete:", key="clear_cache",
+                  disabled=not size, on_click=clear_feature_cache)
+
+
+def clear_feature_cache():
+    # A callback: it runs before the page, so the size shown afterwards is the new one.
+    try:
+        freed = jobs.clear_feature_cache(ui.workspace())
+    except TransferLabError as exc:  # a run is training
+        st.session_state["cache_not_cleared"] = exc
+    else:
+        st.session_state["cache_cleared"] = f"Freed {human_size(freed)}."
+
+
 @st.fragment(run_every=2)
 def live_run(name: str, page_state: str):
     """Re-reads the run folder every two seconds while the run is queued or running."""
@@ -280,6 +304,7 @@ if config and st.button("Start training", type="primary", icon=":material/play_a
         ui.set_current_run(run)
         st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new run
 
+feature_cache_section()
 run = ui.current_run()
 if run is not None:
     st.divider()

@@ -506,15 +506,20 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     assert sorted((on_trained["workspace"] / "cache").rglob("*.npy")) == files_before
 
 
+def demo_split(workspace: Path) -> Path:
+    """The demo photos split and saved as the workspace's dataset; the manifest's path."""
+    from transfer_core.datasets import SplitRequest, scan, split
+
+    demo = make_demo_dataset(workspace / "datasets" / "demo")
+    return split(scan(demo, workers=1), SplitRequest(fractions=(0.7, 0.15, 0.15))).save(workspace)
+
+
 def test_train_page_counts_images_as_images_whatever_the_stage_is_called(workspace):
     """The unit of a running run's progress comes from its status: an image count during a
     stage not named "extract…" reads "1200 of 12000 images", not "1200.0 of 12000"."""
-    from transfer_core.datasets import SplitRequest, scan, split
     from transfer_core.runs import Run, TrainConfig
 
-    demo = make_demo_dataset(workspace / "datasets" / "demo")
-    manifest = split(scan(demo, workers=1), SplitRequest(fractions=(0.7, 0.15, 0.15)))
-    config = TrainConfig(manifest=str(manifest.save(workspace)), weights="none", image_size=32)
+    config = TrainConfig(manifest=str(demo_split(workspace)), weights="none", image_size=32)
     run = Run.create(workspace, config)
     stage = "running the frozen top of the base over the cached train features"
     run.update_status(state="running", pid=os.getpid(), stage=stage,
@@ -527,6 +532,25 @@ def test_train_page_counts_images_as_images_whatever_the_stage_is_called(workspa
     at.run()
     [bar] = at.get("progress")
     assert bar.proto.text == "training the classifier on cached features · 1.5 of 3"
+
+
+def test_train_page_shows_the_feature_caches_size_and_clears_it(workspace):
+    from transfer_core.features import FeatureCache
+
+    demo_split(workspace)
+    feature_set = FeatureCache(workspace).root / "0123abcd"
+    feature_set.mkdir()
+    (feature_set / "features.npy").write_bytes(b"\0" * 3 * 2**20)
+    at = open_page("train", size_vgg16=32)
+    [caption] = [c for c in texts(at.caption) if "cached by earlier runs" in c]
+    assert "take 3.0 MiB of disk" in caption
+
+    at.button(key="clear_cache").click().run()
+    assert_no_exception(at)
+    assert "Freed 3.0 MiB." in texts(at.success)
+    assert not feature_set.exists()
+    [caption] = [c for c in texts(at.caption) if "cached by earlier runs" in c]
+    assert "take 0.0 MiB of disk" in caption and at.button(key="clear_cache").disabled
 
 
 def test_a_new_session_finds_the_run_on_the_train_page(on_trained):

@@ -127,6 +127,29 @@ class Extract:
         return summary, text
 
 
+@command("cache", "show the feature cache's size on disk; --clear deletes it")
+class Cache:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("--clear", action="store_true",
+                            help="delete every cached feature set (computed again when needed)")
+
+    @staticmethod
+    def run(args):
+        from .features import FeatureCache
+        from .jobs import clear_feature_cache
+        from .storage import human_size
+
+        ws = workspace(args)
+        if args.clear:
+            freed = clear_feature_cache(ws)
+            return {"freed_bytes": freed}, f"feature cache cleared: {human_size(freed)} freed"
+        cache = FeatureCache(ws)
+        size = cache.size_bytes()
+        return ({"folder": str(cache.root), "bytes": size},
+                f"feature cache: {human_size(size)} in {cache.root}")
+
+
 def _train_arguments(parser):
     from .backbones import BACKBONES
     from .runs import MONITORS, STRATEGIES, TrainConfig

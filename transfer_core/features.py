@@ -272,7 +272,8 @@ def check_disk(folder: Path, shape) -> None:
         raise DatasetError(
             f"These features need {needed / 2**30:.1f} GB of disk, more than "
             f"{'the cache limit (TRANSFER_LAB_CACHE_LIMIT_GB)' if needed > limit else 'is free'}. "
-            "Use fewer augmented views, a smaller image size, or clear the feature cache.")
+            "Use fewer augmented views, a smaller image size, or clear the feature cache "
+            "(`python -m transfer_core cache --clear`, or the Train page).")
 
 
 @contextlib.contextmanager
