@@ -22,8 +22,8 @@ def _requirements(lines) -> set[str]:
 
 
 def test_the_wheel_holds_the_package_the_command_and_the_pins(tmp_path):
-    pytest.importorskip("setuptools", reason="the build backend is not installed (offline)")
-    pytest.importorskip("wheel", reason="the build backend is not installed (offline)")
+    # requirements-dev.txt installs the backend; without it (offline), say so and skip.
+    pytest.importorskip("setuptools", reason="the build backend is not installed")
     source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the checkout
     shutil.copytree(PROJECT / "transfer_core", source / "transfer_core",
                     ignore=shutil.ignore_patterns("__pycache__"))
