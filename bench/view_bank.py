@@ -114,7 +114,9 @@ def summarise(rows: list[dict], args) -> dict:
         mine = [r for r in rows if r["views"] == views and r["test_accuracy"] is not None]
         if not mine:
             continue
-        mean = lambda key: sum(r[key] for r in mine) / len(mine)  # noqa: E731
+        def mean(key, mine=mine):  # bound now: `mine` is the loop's
+            return sum(r[key] for r in mine) / len(mine)
+
         summary[f"views_{views}"] = {
             "runs": len(mine), "mean_wall_seconds": round(mean("wall_seconds"), 1),
             "mean_test_accuracy": mean("test_accuracy"),

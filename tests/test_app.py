@@ -24,7 +24,8 @@ from transfer_core.sources import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # the first script run imports TensorFlow
-PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py", "curves": "app_pages/curves.py",
+PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py",
+         "curves": "app_pages/curves.py",
          "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py"}
 DEMO_CLASSES = ["forests", "oceans", "sunsets"]
 

@@ -2,8 +2,9 @@
 
 Each entry knows its constructor, its own input preprocessing (and the chapter's plain 1/255
 rescale as an option), its default input size, where fine-tuning starts and where its weights
-come from (the registry itself imports no TensorFlow). Weights load through Keras' own download and cache (KERAS_HOME), a local file, or
-not at all (random initialisation, for tests and timing).
+come from (the registry itself imports no TensorFlow). Weights load through Keras' own download
+and cache (KERAS_HOME), a local file, or not at all (random initialisation, for tests and
+timing).
 """
 
 from __future__ import annotations
@@ -182,9 +183,11 @@ def describe(name: str, image_size: int | None = None) -> dict:
     base = build_base(backbone, "none", size)
     info = {"name": backbone.name, "label": backbone.label, "image_size": size,
             "parameters": parameter_count(base), "flops_per_image": flops_per_image(base),
-            "feature_shape": list(base.output.shape[1:]), "layers": [l.name for l in base.layers],
-            "layer_shapes": {l.name: list(l.output.shape[1:]) for l in base.layers},
-            "fine_tune_from": backbone.fine_tune_from, "batchnorm_layers": len(batchnorm_layers(base)),
+            "feature_shape": list(base.output.shape[1:]),
+            "layers": [layer.name for layer in base.layers],
+            "layer_shapes": {layer.name: list(layer.output.shape[1:]) for layer in base.layers},
+            "fine_tune_from": backbone.fine_tune_from,
+            "batchnorm_layers": len(batchnorm_layers(base)),
             "summary": backbone.summary}
     import keras
 

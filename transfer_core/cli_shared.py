@@ -71,5 +71,5 @@ def progress_printer(label: str):
     return report
 
 
-def workspace(args) -> "os.PathLike":
+def workspace(args) -> os.PathLike:
     return config.workspace_dir(args.workspace)

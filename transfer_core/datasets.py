@@ -20,7 +20,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import config
 from .errors import DatasetError, NotEnoughImagesError
@@ -290,7 +290,7 @@ def split_counts(available: int, request: SplitRequest) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
-def split(report: ScanReport, request: SplitRequest) -> "Manifest":
+def split(report: ScanReport, request: SplitRequest) -> Manifest:
     """Assign each usable image to a split, per class (stratified) and deterministically.
 
     Presets take files in index order (cat.0 … cat.1999 to train, as in the chapter); custom
@@ -320,9 +320,10 @@ def _check_enough(name: str, available: int, wanted: tuple[int, int, int],
     starved = [s for s, n, f in zip(SPLITS, wanted, fractions) if f > 0 and n == 0]
     if sum(wanted) > available or starved:
         need = "/".join(map(str, wanted))
+        empty = f" — {', '.join(starved)} would be empty" if starved else ""
         raise NotEnoughImagesError(
             f"Class {name!r} has {available} usable images, but {request.describe()} needs "
-            f"{need} (train/validation/test){' — ' + ', '.join(starved) + ' would be empty' if starved else ''}. "
+            f"{need} (train/validation/test){empty}. "
             "Choose smaller counts or fractions, or add images.")
 
 
@@ -358,7 +359,8 @@ class Manifest:
 
     def save(self, workspace: str | Path, name: str | None = None) -> Path:
         """Write the manifest into the workspace's manifests folder (atomically)."""
-        name = name or f"{Path(self.root).name}-{_request_slug(self.request)}-{self.fingerprint()[:8]}"
+        name = name or (f"{Path(self.root).name}-{_request_slug(self.request)}-"
+                        f"{self.fingerprint()[:8]}")
         path = config.manifests_dir(Path(workspace)) / f"{name}.json"
         write_json_atomic(path, self.to_dict())
         self.path = str(path)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -59,7 +59,7 @@ class FeatureSpec:
     augmentation: tuple = ()  # AugmentationSettings items, when views > 0
     layer: str | None = None
 
-    def resolved(self) -> "FeatureSpec":
+    def resolved(self) -> FeatureSpec:
         size = self.image_size or get_backbone(self.backbone).default_size
         augmentation = self.augmentation or (tuple(CHAPTER.to_dict().items()) if self.views else ())
         return replace(self, image_size=size, augmentation=tuple(augmentation))

@@ -137,7 +137,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         if "manifest" not in data:
             raise RunError("manifest must be given (the split the run trains on).")
         known = {f.name for f in fields(cls)}
@@ -153,7 +153,7 @@ class Run:
             raise RunError(f"{self.folder} is not a training run (no config.json).")
 
     @classmethod
-    def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> "Run":
+    def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.backbone}-{config.strategy}"
         # Never hidden: a hidden name is what temporary files have.
@@ -161,7 +161,7 @@ class Run:
         return cls.create_in(free_path(paths.runs_dir(Path(workspace)) / base), config)
 
     @classmethod
-    def create_in(cls, folder: str | Path, config: TrainConfig) -> "Run":
+    def create_in(cls, folder: str | Path, config: TrainConfig) -> Run:
         folder = Path(folder)
         if (folder / "config.json").exists():
             raise RunError(f"{folder} already holds a run; choose another folder.")

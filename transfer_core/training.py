@@ -160,7 +160,7 @@ class _Session:
             {k: v for k, v in a.items() if not k.endswith("_checksums_before")}
             | {"frozen_layer_checksums": a["frozen_checksums_before"]} for a in self.audits]})
 
-    def _recorder(self, phase: Phase, steps: int) -> "RunRecorder":
+    def _recorder(self, phase: Phase, steps: int) -> RunRecorder:
         return RunRecorder(self.run, self.saved_model, phase, steps, self.config.total_epochs,
                            self.config.monitor)
 
