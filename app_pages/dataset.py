@@ -169,7 +169,7 @@ def choose_split(report) -> SplitRequest | None:
                       format_func=labels.get, key="split_choice")
     if choice == AS_LAID_OUT:
         return laid_out_request(report)
-    seed = 1337
+    seed = SplitRequest.seed  # the one default, also the CLI's
     if choice in ("counts", "fractions"):
         columns = st.columns(4)
         if choice == "counts":
@@ -182,7 +182,8 @@ def choose_split(report) -> SplitRequest | None:
             values = [columns[i].number_input(f"{name} fraction", 0.0, 1.0, value=v, step=0.05,
                                               key=f"fraction_{name}")
                       for i, (name, v) in enumerate(zip(SPLITS, (0.7, 0.15, 0.15)))]
-        seed = columns[3].number_input("Shuffle seed", value=1337, step=1, key="split_seed")
+        seed = columns[3].number_input("Shuffle seed", value=SplitRequest.seed, step=1,
+                                       key="split_seed")
     try:
         return SplitRequest(preset=choice if choice in PRESETS else None,
                             counts=tuple(values) if choice == "counts" else None,
@@ -208,7 +209,7 @@ def laid_out_request(report) -> SplitRequest | None:
                                   0.05, 0.5, 0.2, step=0.05, key="holdout")
     try:
         return SplitRequest(preset=AS_LAID_OUT, test_from=test_from, holdout=holdout,
-                            seed=int(st.session_state.get("split_seed", 1337)))
+                            seed=int(st.session_state.get("split_seed", SplitRequest.seed)))
     except TransferLabError as exc:
         ui.show_error(exc)
         return None

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core.errors import TransferLabError, system_error
-from transfer_core.evaluation import evaluate
+from transfer_core.evaluation import current_evaluation, evaluate
 from transfer_core.stats import accuracy_text
 
 st.title("Evaluate")
@@ -20,9 +20,8 @@ if run is None:
     ui.needs("No finished run with a saved model yet.", "train", "Go to Train")
     st.stop()
 
-result = run.evaluation()
-stale = result is None or result.get("model_mtime_ns") != run.model_path.stat().st_mtime_ns
-if stale:
+result = current_evaluation(run)  # None: none yet, or of an earlier model or another split
+if result is None:
     st.write("This run has not been evaluated on the test split yet.")
     if not st.button("Evaluate on the test split", type="primary", icon=":material/fact_check:"):
         st.stop()

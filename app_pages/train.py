@@ -4,12 +4,12 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core import jobs
-from transfer_core.backbones import BACKBONES, keras_home
+from transfer_core.backbones import BACKBONES, imagenet_weights_path
 from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.features import view_bank_bytes
+from transfer_core.features import FeatureCache, view_bank_bytes
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.storage import human_size
 from transfer_core.strategies import STRATEGY_HELP, name_below
@@ -50,6 +50,11 @@ def form_defaults() -> dict:
     return st.session_state["form_defaults"]
 
 
+def setting(last: dict, name: str):
+    """The last run's value of a setting, else TrainConfig's default (the one source)."""
+    return last.get(name, getattr(TrainConfig, name))
+
+
 def settings_form(manifest) -> TrainConfig | None:
     last = form_defaults()
     counts = manifest.counts()
@@ -57,23 +62,24 @@ def settings_form(manifest) -> TrainConfig | None:
     left, right = st.columns(2)
     with left:
         name = st.selectbox("Backbone", list(BACKBONES), key="backbone",
-                            index=list(BACKBONES).index(last.get("backbone", "vgg16")),
+                            index=list(BACKBONES).index(setting(last, "backbone")),
                             format_func=lambda n: BACKBONES[n].label,
                             help="The pretrained conv base (keras.applications). VGG16 is the "
-                                 "chapter's; MobileNetV2 is about 40× cheaper on a CPU.")
+                                 "chapter's; MobileNetV2 is far cheaper on a CPU (its speed "
+                                 "here shows beside it).")
         backbone = BACKBONES[name]
         same = last.get("backbone") == name  # the last run's size and boundary fit this base
         size = st.number_input("Image size (pixels)", 32, 512,
                                last["image_size"] if same else backbone.default_size, step=16,
                                key=f"size_{name}", help="Every photo is resized to this square.")
         weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
-                           index=int(last.get("weights") == "none"),
+                           index=int(setting(last, "weights") == "none"),
                            format_func={"imagenet": "ImageNet (pretrained)",
                                         "none": "none (random: for testing only)"}.get)
         if weights == "imagenet":
-            cached = (keras_home() / "models" / backbone.weights_filename(size)).exists()
-            st.caption("ImageNet weights: " + ("in the local Keras cache." if cached else
-                       f"downloaded by Keras on first use into {keras_home() / 'models'}."))
+            target = imagenet_weights_path(backbone, size)
+            st.caption("ImageNet weights: " + ("in the local Keras cache." if target.exists()
+                       else f"downloaded by Keras on first use into {target.parent}."))
     with right:
         with st.spinner(f"Measuring {backbone.label} on this machine…"):
             facts, speed = backbone_facts(name, size), throughput(name, size)
@@ -87,25 +93,27 @@ def settings_form(manifest) -> TrainConfig | None:
                        icon=":material/warning:")
 
     strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
-                        index=STRATEGIES.index(last.get("strategy", STRATEGIES[0])),
+                        index=STRATEGIES.index(setting(last, "strategy")),
                         format_func=lambda s: s.replace("_", " "))
     st.info(STRATEGY_HELP[strategy], icon=":material/school:")
 
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
-                             1, 500, last.get("epochs", 30), key="epochs")
-    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, last.get("learning_rate", 2e-5),
+                             1, 500, setting(last, "epochs"), key="epochs")
+    learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, setting(last, "learning_rate"),
                                     step=1e-5, format="%.1e",
                                     key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
-    batch_size = c3.number_input("Batch size", 1, 512, last.get("batch_size", 20), key="batch_size")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, last.get("seed", 1337), key="seed")
-    fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
+    batch_size = c3.number_input("Batch size", 1, 512, setting(last, "batch_size"),
+                                 key="batch_size")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, setting(last, "seed"), key="seed")
+    fine_tune_epochs = TrainConfig.fine_tune_epochs
+    fine_tune_lr, boundary = TrainConfig.fine_tune_learning_rate, backbone.fine_tune_from
     if strategy == "fine_tune":
         c1, c2, c3 = st.columns(3)
         fine_tune_epochs = c1.number_input("Epochs (fine-tuning)", 1, 500,
-                                           last.get("fine_tune_epochs", 100), key="ft_epochs")
+                                           setting(last, "fine_tune_epochs"), key="ft_epochs")
         fine_tune_lr = c2.number_input("Fine-tuning learning rate", 1e-8, 1.0,
-                                       last.get("fine_tune_learning_rate", 1e-5), step=1e-6,
+                                       setting(last, "fine_tune_learning_rate"), step=1e-6,
                                        format="%.1e", key="ft_lr",
                                        help="The chapter: 1e-5, lower than the first phase's.")
         layers = facts["layers"][1:]
@@ -115,26 +123,29 @@ def settings_form(manifest) -> TrainConfig | None:
                                 help="This layer and every layer above it train in phase 2.")
     views = 0
     if strategy != "feature_extraction":
-        augmented_before = last.get("strategy", "feature_extraction") != "feature_extraction"
+        augmented_before = setting(last, "strategy") != "feature_extraction"
         views = view_bank_input(facts, strategy, boundary, n_train, n_val,
-                                last.get("view_bank", 3) if augmented_before else 3)
+                                setting(last if augmented_before else {}, "view_bank"))
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
-                               index=int(last.get("pooling") == "avg"),
+                               index=int(setting(last, "pooling") == "avg"),
                                format_func={"flatten": "Flatten (the chapter)",
                                             "avg": "Global average pooling (smaller, faster)"}.get)
         preprocessing = a2.selectbox("Preprocessing", ["backbone", "rescale"], key="preprocessing",
-                                     index=int(last.get("preprocessing") == "rescale"),
+                                     index=int(setting(last, "preprocessing") == "rescale"),
                                      format_func={"backbone": "the backbone's own",
                                                   "rescale": "1/255 (the chapter's)"}.get)
         monitor = a3.selectbox("Keep the model of the best", ["val_loss", "val_accuracy"],
-                               index=int(last.get("monitor") == "val_accuracy"), key="monitor")
+                               index=int(setting(last, "monitor") == "val_accuracy"),
+                               key="monitor")
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
-                                   last.get("early_stopping_patience") or 0, key="patience")
-        class_weight = class_weight_input(counts["train"], last.get("class_weight", "none"))
+                                   setting(last, "early_stopping_patience") or 0,
+                                   key="patience")
+        class_weight = class_weight_input(counts["train"], setting(last, "class_weight"))
 
-    estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs, 256, pooling,
+    estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs,
+                                TrainConfig.dense_units, pooling,
                                 share_above(name, size, boundary), views)
     st.caption("Estimated time on this machine: " + " · ".join(
         f"{s.replace('_', ' ')} {human_duration(v)}" for s, v in estimate.items()))
@@ -178,9 +189,8 @@ def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_v
              "on every epoch repeats the same arithmetic. With K views, each photo is "
              "augmented K times and pushed once through the frozen part; every epoch then "
              "trains only the rest on one of those views. 0 is the chapter's way. "
-             "With 3, on the chapter's 4,000 training photos (MobileNetV2, a 2-core CPU), "
-             "30 epochs took 9 minutes against about an hour on the fly, with the same "
-             "test accuracy at 3 epochs over three seeds (docs/BENCHMARKS.md).")
+             "docs/BENCHMARKS.md (\"The view bank\") compares the time and test accuracy of "
+             "both on the chapter's photos.")
     if views:
         layers = facts["layers"]
         try:
@@ -216,10 +226,10 @@ def show_run(run: Run):
         done, total = progress.get("done", 0), progress.get("total") or 1
         eta = progress.get("eta_seconds")
         stage = status.get("stage", "training")
-        text = f"{stage} · {done:.1f} of {total}" if "extract" not in stage else (
-            f"{stage} · {done} of {total} images")
-        if not progress.get("total"):
-            text = stage  # no count yet: "starting", not "starting · 0.0 of 1"
+        text = stage  # no count yet: "starting", not "starting · 0.0 of 1"
+        if progress.get("total"):  # the core says what it counts: epochs or images
+            text += (f" · {done} of {total} images" if progress.get("unit") == "images"
+                     else f" · {done:.1f} of {total}")
         if eta:
             text += f" · about {human_duration(eta)} left"
         st.progress(min(done / total, 1.0), text=text)
@@ -259,6 +269,30 @@ def show_run(run: Run):
                      icon=":material/image_search:")
 
 
+def feature_cache_section():
+    """The disk the feature cache takes, and a button that frees it."""
+    with st.expander("Feature cache"):
+        if "cache_cleared" in st.session_state:
+            st.success(st.session_state.pop("cache_cleared"), icon=":material/delete:")
+        if "cache_not_cleared" in st.session_state:
+            ui.show_error(st.session_state.pop("cache_not_cleared"))
+        size = FeatureCache(ui.workspace()).size_bytes()
+        st.caption(f"Conv-base features and view banks cached by earlier runs take "
+                   f"{human_size(size)} of disk. A run computes again what it needs.")
+        st.button("Clear the feature cache", icon=":material/delete:", key="clear_cache",
+                  disabled=not size, on_click=clear_feature_cache)
+
+
+def clear_feature_cache():
+    # A callback: it runs before the page, so the size shown afterwards is the new one.
+    try:
+        freed = jobs.clear_feature_cache(ui.workspace())
+    except TransferLabError as exc:  # a run is training
+        st.session_state["cache_not_cleared"] = exc
+    else:
+        st.session_state["cache_cleared"] = f"Freed {human_size(freed)}."
+
+
 @st.fragment(run_every=2)
 def live_run(name: str, page_state: str):
     """Re-reads the run folder every two seconds while the run is queued or running."""
@@ -289,6 +323,7 @@ if config and st.button("Start training", type="primary", icon=":material/play_a
         ui.set_current_run(run)
         st.rerun()  # the sidebar is drawn before this page: rerun so it shows the new run
 
+feature_cache_section()
 run = ui.current_run()
 if run is not None:
     st.divider()

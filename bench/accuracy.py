@@ -11,8 +11,8 @@ import functools
 import time
 
 from bench import chapter_baseline as chapter
-from bench.workload import (BenchError, chapter_layout, chapter_manifest, fresh_dir, log, quiet,
-                            reset_keras, row, validation_timer)
+from bench.workload import (BenchError, ValidationTimer, chapter_layout, chapter_manifest,
+                            fresh_dir, log, quiet, reset_keras, row)
 from transfer_core import training
 from transfer_core.backbones import get_backbone
 from transfer_core.datasets import load_manifest, scan
@@ -65,8 +65,9 @@ def ours(s, strategy: str) -> dict:
                                             training.feature_spec(config))
         phases["extraction"] = time.perf_counter() - started
     started = time.perf_counter()
-    with validation_timer() as validation:
-        status = training.train(run, workspace)
+    validation_timer = ValidationTimer()
+    status = training.train(run, workspace, callbacks=[validation_timer])
+    validation = validation_timer.seconds
     if status["state"] != "finished":
         raise BenchError(f"our {strategy} run failed: {status.get('error')} ({run.folder})")
     phases["validation"] = sum(validation)

@@ -36,8 +36,9 @@ if str(ROOT) not in sys.path:  # `python bench/run.py` from anywhere
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from transfer_core.runs import STRATEGIES, TrainConfig  # noqa: E402  (after sys.path)
+
 SECTIONS = ("extract", "cache", "train", "memory", "accuracy", "time", "app")
-STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 DEFAULT_SIZES = {"vgg16": 150, "mobilenet_v2": 160}  # the brief's: the chapter's 150 for VGG16
 PHOTOS_PER_CLASS = 4000
 
@@ -60,10 +61,11 @@ class Settings:
     train_epochs: int = 3
     accuracy_backbone: tuple[str, int] = ("mobilenet_v2", 160)
     counts: tuple[int, int, int] = (2000, 1000, 1000)
-    epochs: int = 30
-    fine_tune_epochs: int = 100
+    # What users get: TrainConfig's defaults (the chapter's epochs, and the view bank).
+    epochs: int = TrainConfig.epochs
+    fine_tune_epochs: int = TrainConfig.fine_tune_epochs
     strategies: tuple[str, ...] = STRATEGIES
-    seed: int = 1337
+    seed: int = TrainConfig.seed
 
 
 def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:

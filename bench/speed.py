@@ -198,7 +198,8 @@ def train(s) -> dict:
         manifest = chapter_manifest(s.data, counts, workspace)
         config = TrainConfig(manifest=manifest.path, backbone=name, weights="none",
                              strategy="feature_extraction_augmented", epochs=epochs,
-                             image_size=size, seed=s.seed)
+                             image_size=size, seed=s.seed,
+                             view_bank=0)  # on the fly: an epoch does the chapter's work
         run = Run.create_in(workspace / "run", config)
         status = training.train(run, workspace)
         if status["state"] != "finished":

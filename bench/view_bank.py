@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workload import chapter_manifest, reset_keras, validation_timer  # noqa: E402
+from bench.workload import ValidationTimer, chapter_manifest, reset_keras  # noqa: E402
 from transfer_core import training  # noqa: E402
 from transfer_core.evaluation import evaluate  # noqa: E402
 from transfer_core.runs import Run, TrainConfig  # noqa: E402
@@ -43,23 +43,20 @@ from transfer_core.runs import Run, TrainConfig  # noqa: E402
 PHASES = ("bank", "training", "validation", "test", "other")
 
 
-@contextlib.contextmanager
-def bank_timer():
-    """Measurement only: the seconds `training.train` spends computing features (misses)."""
-    spent = []
+class StepTimer:
+    """Measurement only: the seconds `training.train` spends in each step it names (through
+    its `timer` hook); "features" is computing or reading the features: the bank."""
 
-    class TimedCache(training.FeatureCache):
-        def extract(self, *args, **kwargs):
-            started = time.perf_counter()
-            result = super().extract(*args, **kwargs)
-            spent.append(time.perf_counter() - started)
-            return result
+    def __init__(self):
+        self.seconds = {}
 
-    original, training.FeatureCache = training.FeatureCache, TimedCache
-    try:
-        yield spent
-    finally:
-        training.FeatureCache = original
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
 
 
 def one_run(manifest_path: str, args, views: int, seed: int) -> dict:
@@ -71,14 +68,15 @@ def one_run(manifest_path: str, args, views: int, seed: int) -> dict:
                          pooling=args.pooling, seed=seed, view_bank=views)
     started = time.perf_counter()
     run = Run.create(workspace, config)
-    with bank_timer() as bank, validation_timer() as validation:
-        status = training.train(run, workspace)
+    steps, validation_timer = StepTimer(), ValidationTimer()
+    status = training.train(run, workspace, callbacks=[validation_timer], timer=steps)
+    bank, validation = steps.seconds.get("features", 0.0), validation_timer.seconds
     trained = time.perf_counter() - started
     result = evaluate(run) if status["state"] == "finished" else {}
     wall = time.perf_counter() - started
     epochs = run.epochs()
     epoch_total = sum(e["seconds"] for e in epochs)
-    phases = {"bank": sum(bank), "training": epoch_total - sum(validation),
+    phases = {"bank": bank, "training": epoch_total - sum(validation),
               "validation": sum(validation), "test": wall - trained}
     phases["other"] = trained - phases["bank"] - epoch_total
     reset_keras()
@@ -116,7 +114,9 @@ def summarise(rows: list[dict], args) -> dict:
         mine = [r for r in rows if r["views"] == views and r["test_accuracy"] is not None]
         if not mine:
             continue
-        mean = lambda key: sum(r[key] for r in mine) / len(mine)  # noqa: E731
+        def mean(key, mine=mine):  # bound now: `mine` is the loop's
+            return sum(r[key] for r in mine) / len(mine)
+
         summary[f"views_{views}"] = {
             "runs": len(mine), "mean_wall_seconds": round(mean("wall_seconds"), 1),
             "mean_test_accuracy": mean("test_accuracy"),

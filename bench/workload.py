@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
+
 from bench import chapter_baseline as chapter
-from transfer_core import training
 from transfer_core.datasets import SPLITS, Manifest
 
 CLASSES = ("cat", "dog")  # the Kaggle names: cat.0.jpg … dog.3999.jpg
@@ -66,8 +67,6 @@ def fresh_dir(settings, name: str) -> Path:
 
 def reset_keras() -> None:
     """Drop the models of the previous measurement so each starts from the same state."""
-    import keras
-
     keras.backend.clear_session()
     gc.collect()
 
@@ -77,24 +76,19 @@ def quiet():
     return contextlib.redirect_stdout(sys.stderr)
 
 
-@contextlib.contextmanager
-def validation_timer():
-    """Measurement only: time fit()'s validation passes inside `training.train`, as the
-    reference's _PhaseTimer does; yields the list of seconds, one entry per pass."""
-    spent = []
+class ValidationTimer(keras.callbacks.Callback):
+    """Measurement only: the seconds of each of fit()'s validation passes inside
+    `training.train`, given through its `callbacks` hook; `seconds` has one entry per pass."""
 
-    class TimedRecorder(training.RunRecorder):
-        def on_test_begin(self, logs=None):
-            self._test_started = time.perf_counter()
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
 
-        def on_test_end(self, logs=None):
-            spent.append(time.perf_counter() - self._test_started)
+    def on_test_begin(self, logs=None):
+        self._started = time.perf_counter()
 
-    original, training.RunRecorder = training.RunRecorder, TimedRecorder
-    try:
-        yield spent
-    finally:
-        training.RunRecorder = original
+    def on_test_end(self, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
 
 
 def log(section: str, message: str) -> None:

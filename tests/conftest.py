@@ -21,11 +21,13 @@ def colour_image(rgb, size=32, seed=0) -> Image.Image:
     rng = np.random.default_rng(seed)
     pixels = np.clip(np.array(rgb) + rng.normal(0, 25, (size, size, 3)), 0, 255)
     x, y = rng.integers(0, size // 2, 2)
-    pixels[y:y + size // 3, x:x + size // 3] = np.clip(pixels[y:y + size // 3, x:x + size // 3] + 60, 0, 255)
+    square = (slice(y, y + size // 3), slice(x, x + size // 3))
+    pixels[square] = np.clip(pixels[square] + 60, 0, 255)
     return Image.fromarray(pixels.astype("uint8"))
 
 
-def make_folder_dataset(root: Path, per_class=12, size=32, classes=("red", "green", "blue")) -> Path:
+def make_folder_dataset(root: Path, per_class=12, size=32,
+                        classes=("red", "green", "blue")) -> Path:
     for c, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +47,8 @@ def make_kaggle_dataset(root: Path, per_class=12, size=32) -> Path:
 def huge_png_header(path: Path, width=16000, height=16000) -> None:
     """A valid PNG signature and header that claims 256 megapixels (no pixel data needed)."""
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        checksum = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + checksum
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
 

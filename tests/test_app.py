@@ -24,7 +24,8 @@ from transfer_core.sources import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # the first script run imports TensorFlow
-PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py", "curves": "app_pages/curves.py",
+PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py",
+         "curves": "app_pages/curves.py",
          "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py"}
 DEMO_CLASSES = ["forests", "oceans", "sunsets"]
 
@@ -507,6 +508,53 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     assert sorted((on_trained["workspace"] / "cache").rglob("*.npy")) == files_before
 
 
+def demo_split(workspace: Path) -> Path:
+    """The demo photos split and saved as the workspace's dataset; the manifest's path."""
+    from transfer_core.datasets import SplitRequest, scan, split
+
+    demo = make_demo_dataset(workspace / "datasets" / "demo")
+    return split(scan(demo, workers=1), SplitRequest(fractions=(0.7, 0.15, 0.15))).save(workspace)
+
+
+def test_train_page_counts_images_as_images_whatever_the_stage_is_called(workspace):
+    """The unit of a running run's progress comes from its status: an image count during a
+    stage not named "extract…" reads "1200 of 12000 images", not "1200.0 of 12000"."""
+    from transfer_core.runs import Run, TrainConfig
+
+    config = TrainConfig(manifest=str(demo_split(workspace)), weights="none", image_size=32)
+    run = Run.create(workspace, config)
+    stage = "running the frozen top of the base over the cached train features"
+    run.update_status(state="running", pid=os.getpid(), stage=stage,
+                      progress={"done": 1200, "total": 12000, "unit": "images"})
+    at = open_page("train", size_vgg16=32)
+    [bar] = at.get("progress")
+    assert bar.proto.text == f"{stage} · 1200 of 12000 images"
+    run.update_status(stage="training the classifier on cached features",
+                      progress={"done": 1.5, "total": 3, "unit": "epochs"})
+    at.run()
+    [bar] = at.get("progress")
+    assert bar.proto.text == "training the classifier on cached features · 1.5 of 3"
+
+
+def test_train_page_shows_the_feature_caches_size_and_clears_it(workspace):
+    from transfer_core.features import FeatureCache
+
+    demo_split(workspace)
+    feature_set = FeatureCache(workspace).root / "0123abcd"
+    feature_set.mkdir()
+    (feature_set / "features.npy").write_bytes(b"\0" * 3 * 2**20)
+    at = open_page("train", size_vgg16=32)
+    [caption] = [c for c in texts(at.caption) if "cached by earlier runs" in c]
+    assert "take 3.0 MiB of disk" in caption
+
+    at.button(key="clear_cache").click().run()
+    assert_no_exception(at)
+    assert "Freed 3.0 MiB." in texts(at.success)
+    assert not feature_set.exists()
+    [caption] = [c for c in texts(at.caption) if "cached by earlier runs" in c]
+    assert "take 0.0 MiB of disk" in caption and at.button(key="clear_cache").disabled
+
+
 def test_a_new_session_finds_the_run_on_the_train_page(on_trained):
     at = open_page("train", size_vgg16=32)
 
@@ -573,7 +621,7 @@ def test_evaluate_page_computes_test_accuracy_and_the_confusion_matrix(on_traine
     accuracy = float(metrics["Test accuracy"].rstrip("%")) / 100
     assert abs(np.trace(z) / 27 - accuracy) < 0.001
     [interval] = [c for c in texts(at.caption) if c.startswith("Test accuracy ")]
-    assert f"Wilson interval over 27 test photos" in interval
+    assert "Wilson interval over 27 test photos" in interval
     low, high = map(float, re.search(r"\(([\d.]+)–([\d.]+),", interval).groups())
     assert low <= 100 * accuracy <= high and high - low > 10, "27 photos: a wide interval"
     assert list(at.dataframe[0].value["class"]) == DEMO_CLASSES

@@ -106,6 +106,14 @@ def test_help_does_not_load_tensorflow():
     assert heavy == "[]"
 
 
+def test_the_commands_do_not_import_the_entry_point():
+    """cli → commands → cli_shared, one way: a command module never imports cli back."""
+    result = _python("-c", "import sys, transfer_core.commands\n"
+                           "print('transfer_core.cli' in sys.modules)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"
+
+
 def test_a_user_error_is_one_line_and_exit_status_1(tmp_path):
     result = _python("-m", "transfer_core", "scan", str(tmp_path / "missing"), cwd=tmp_path)
     assert result.returncode == 1
@@ -124,3 +132,27 @@ def test_train_uses_the_view_bank_unless_told_otherwise(tmp_path):
     assert _train_config(args).view_bank == 3
     args = parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "0"])
     assert _train_config(args).view_bank == 0
+
+
+def test_cache_shows_its_size_and_clear_frees_it_unless_a_run_trains(tmp_path, capsys):
+    from transfer_core.features import FeatureCache
+    from transfer_core.runs import Run, TrainConfig
+
+    workspace = tmp_path / "workspace"
+    feature_set = FeatureCache(workspace).root / "0123abcd"
+    feature_set.mkdir()
+    (feature_set / "features.npy").write_bytes(b"\0" * 3 * 2**20)
+    assert _run_json(capsys, "cache", "--workspace", str(workspace))["bytes"] == 3 * 2**20
+
+    config = TrainConfig(manifest="m.json", classes=["a", "b"], weights="none")
+    run = Run.create(workspace, config, "busy")
+    run.update_status(state="running", pid=os.getpid())  # alive: this process
+    assert main(["cache", "--clear", "--workspace", str(workspace)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: busy is training") and error.count("\n") == 1
+    assert (feature_set / "features.npy").exists()
+
+    run.update_status(state="finished", pid=None)
+    assert main(["cache", "--clear", "--workspace", str(workspace)]) == 0
+    assert capsys.readouterr().out == "feature cache cleared: 3.0 MiB freed\n"
+    assert not feature_set.exists() and FeatureCache(workspace).size_bytes() == 0

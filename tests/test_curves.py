@@ -169,7 +169,8 @@ def test_smoothed_line_restarts_when_fine_tuning_starts():
 def test_two_runs_get_their_own_traces_and_colours():
     fig = curves_figure({"a": fine_tune_run(), "b": head_only_run()})
     assert len(data_traces(fig)) == 8
-    assert {t.name for t in fig.data if "best epoch" in t.name} == {"a · best epoch", "b · best epoch"}
+    best = {t.name for t in fig.data if "best epoch" in t.name}
+    assert best == {"a · best epoch", "b · best epoch"}
     colour = {t.name.split(" · ")[0]: t.line.color or t.marker.color for t in data_traces(fig)}
     assert colour["a"] != colour["b"]
     for run in ("a", "b"):
@@ -207,7 +208,8 @@ def test_raw_only_and_smoothed_only_switch_trace_sets():
 
 
 def test_run_without_validation_split_has_no_empty_validation_traces():
-    fig = curves_figure({"run": [epoch(1, loss=0.5, accuracy=0.7), epoch(2, loss=0.4, accuracy=0.8)]})
+    records = [epoch(1, loss=0.5, accuracy=0.7), epoch(2, loss=0.4, accuracy=0.8)]
+    fig = curves_figure({"run": records})
     assert [t.name for t in fig.data] == ["run · training · raw", "run · training · smoothed"]
 
 

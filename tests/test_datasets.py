@@ -94,7 +94,7 @@ def _kaggle_report(per_class: int) -> ScanReport:
 
 
 def _names(manifest, split_name, label):
-    return [Path(p).name for p, l, s in manifest.rows if s == split_name and l == label]
+    return [Path(p).name for p, name, s in manifest.rows if s == split_name and name == label]
 
 
 def _sorted_report(per_class):
@@ -174,7 +174,8 @@ def test_manifest_round_trip_and_folder_layout(folder_dataset, workspace, tmp_pa
     assert len(paths) == 18 and sorted(set(labels)) == [0, 1, 2]
     out = lay_out(loaded, tmp_path / "small")
     linked = sorted(p.name for p in (out / "test" / "red").iterdir())
-    assert linked == sorted(Path(p).name for p, l, s in loaded.rows if s == "test" and l == "red")
+    assert linked == sorted(Path(p).name for p, name, s in loaded.rows
+                            if s == "test" and name == "red")
     assert Image.open(out / "test" / "red" / linked[0]).size == (32, 32)
 
 

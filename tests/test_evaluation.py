@@ -10,7 +10,7 @@ import pytest
 
 from test_training import COUNTS, STRATEGIES, trained_runs
 from transfer_core import evaluation
-from transfer_core.evaluation import evaluate, summarize
+from transfer_core.evaluation import current_evaluation, evaluate, summarize
 from transfer_core.storage import read_json
 
 CLASSES = ["blue", "green", "red"]
@@ -70,6 +70,15 @@ def test_a_second_evaluate_is_read_from_evaluation_json(trained, monkeypatch):
         evaluate(run)
     monkeypatch.undo()
     assert evaluate(run)["model_mtime_ns"] == run.model_path.stat().st_mtime_ns
+
+
+def test_an_evaluation_of_another_split_is_not_the_test_result(trained):
+    """What the Evaluate page shows: evaluation.json only when it is of this model and split."""
+    run = trained["runs"]["feature_extraction"]
+    assert evaluate(run, split="validation")["split"] == "validation"
+    assert current_evaluation(run, "validation")["split"] == "validation"
+    assert current_evaluation(run) is None  # the page offers "Evaluate on the test split"
+    assert evaluate(run)["split"] == "test" and current_evaluation(run)["split"] == "test"
 
 
 def test_two_class_run_reports_roc_auc(trained):

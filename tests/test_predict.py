@@ -13,9 +13,9 @@ from conftest import COLOURS, colour_image
 from test_training import FAST, trained_runs
 from transfer_core.predict import Predictor, load_model, probabilities
 from transfer_core.runs import TrainConfig
+from transfer_core.storage import save_model_atomic
 from transfer_core.strategies import (build_base_for, build_full_model, build_head, freeze_base,
                                       inference_model)
-from transfer_core.training import save_model_atomic
 
 EXIF_ORIENTATION = 0x0112
 

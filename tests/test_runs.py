@@ -116,7 +116,7 @@ def test_a_queued_run_waits_and_a_stopped_run_keeps_its_best_model(tmp_path):
     data = make_folder_dataset(tmp_path / "colours", per_class=6)
     manifest = str(split(scan(data), SplitRequest(counts=(4, 2, 0))).save(workspace, "jobs"))
     long = TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
-                       **{**FAST, "batch_size": 4}, epochs=10_000)
+                       **{**FAST, "batch_size": 4}, epochs=10_000, view_bank=0)
     first = jobs.start(workspace, long, "first")
     try:
         _wait(lambda: first.epochs() or first.status()["state"] not in ("queued", "running"),
@@ -163,7 +163,7 @@ def test_sigterm_stops_a_run_like_the_stop_button(tmp_path):
     data = make_folder_dataset(tmp_path / "colours", per_class=6)
     manifest = str(split(scan(data), SplitRequest(counts=(4, 2, 0))).save(workspace, "sig"))
     config = TrainConfig(manifest=manifest, strategy="feature_extraction_augmented",
-                         **{**FAST, "batch_size": 4}, epochs=10_000)
+                         **{**FAST, "batch_size": 4}, epochs=10_000, view_bank=0)
     run = jobs.start(workspace, config, "sig")
     try:
         _wait(lambda: run.epochs() or run.status()["state"] not in ("queued", "running"),

@@ -22,14 +22,15 @@ from transfer_core.storage import read_json
 from transfer_core.strategies import (build_base_for, build_full_model, build_head,
                                       check_frozen_unchanged, freeze_base, output_spec,
                                       phase_audit, unfreeze_from)
-from transfer_core.training import RunRecorder, train
+from transfer_core.training import RunRecorder, train, training_phases
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 FAST = dict(backbone="vgg16", weights="none", image_size=32, learning_rate=2e-3, batch_size=4)
+# view_bank=0: these runs cover the on-the-fly path, the chapter's (test_viewbank.py the bank).
 SETTINGS = {
     "feature_extraction": dict(epochs=6),
-    "feature_extraction_augmented": dict(epochs=5),
-    "fine_tune": dict(epochs=4, fine_tune_epochs=2),
+    "feature_extraction_augmented": dict(epochs=5, view_bank=0),
+    "fine_tune": dict(epochs=4, fine_tune_epochs=2, view_bank=0),
 }
 PER_CLASS, COUNTS = 45, (30, 5, 10)  # per class: training, validation, test images
 _TRAINED: dict = {}
@@ -100,8 +101,9 @@ def test_status_json_says_finished_with_times(strategy_run):
 
 def test_a_fast_last_epoch_still_shows_as_done(tmp_path):
     """Batch progress is throttled; the epoch's end must still move the status on."""
-    run = Run.create_in(tmp_path / "run", TrainConfig(manifest="m.json", classes=["a", "b"], **FAST))
-    recorder = RunRecorder(run, None, "head", offset=0, phase_epochs=2, steps=1, total_epochs=2,
+    config = TrainConfig(manifest="m.json", classes=["a", "b"], epochs=2, **FAST)
+    run = Run.create_in(tmp_path / "run", config)
+    recorder = RunRecorder(run, None, training_phases(config)[0], steps=1, total_epochs=2,
                            monitor="val_loss")
     for epoch in range(2):  # both epochs inside the half-second throttle
         recorder.on_epoch_begin(epoch)

@@ -154,13 +154,14 @@ def test_the_disk_use_shown_before_a_fine_tune_bank_is_what_it_writes(fine_tune_
                             n_train=len(manifest.files("train")[0]),
                             n_val=len(manifest.files("validation")[0]))
     written = {}
-    for views, layer, split in [(2, "block4_pool", "train"), (0, "block4_pool", "validation"),
-                                (2, None, "train"), (0, None, "validation")]:
+    for views, layer, split_name in [(2, "block4_pool", "train"),
+                                     (0, "block4_pool", "validation"),
+                                     (2, None, "train"), (0, None, "validation")]:
         spec = FeatureSpec("vgg16", "none", 32, seed=config.seed, views=views, layer=layer,
                            augmentation=tuple(config.augmentation.items()) if views else ())
-        found = cache.extract(manifest, split, spec)
+        found = cache.extract(manifest, split_name, spec)
         assert found.hit  # the run cached exactly these four sets
-        written[(layer, split)] = found.features.nbytes
+        written[(layer, split_name)] = found.features.nbytes
     assert shown == {"training views": written[("block4_pool", "train")],
                      "validation": written[("block4_pool", "validation")],
                      "head phase": written[(None, "train")] + written[(None, "validation")]}

@@ -2,8 +2,9 @@
 
 Each entry knows its constructor, its own input preprocessing (and the chapter's plain 1/255
 rescale as an option), its default input size, where fine-tuning starts and where its weights
-come from (the registry itself imports no TensorFlow). Weights load through Keras' own download and cache (KERAS_HOME), a local file, or
-not at all (random initialisation, for tests and timing).
+come from (the registry itself imports no TensorFlow). Weights load through Keras' own download
+and cache (KERAS_HOME), a local file, or not at all (random initialisation, for tests and
+timing).
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ def keras_home() -> Path:
     return home
 
 
+def imagenet_weights_path(backbone: Backbone, image_size: int) -> Path:
+    """Where Keras keeps (or will download) the backbone's ImageNet weights without the top."""
+    return keras_home() / "models" / backbone.weights_filename(image_size)
+
+
 def weights_id(backbone: Backbone, weights: str, image_size: int) -> str:
     """A string that changes whenever the weights' values would: for the cache keys."""
     if weights == "none":
         return "none"
-    path = (keras_home() / "models" / backbone.weights_filename(image_size)
-            if weights == "imagenet" else Path(weights))
+    path = (imagenet_weights_path(backbone, image_size) if weights == "imagenet"
+            else Path(weights))
     if path.exists():
         stat = path.stat()
         return f"{weights}:{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -113,7 +119,7 @@ def build_base(backbone: Backbone | str, weights: str = "imagenet",
 def _weights_error(backbone: Backbone, weights: str, size: int, exc: Exception) -> BackboneError:
     text = str(exc)
     if weights == "imagenet" and ("URL fetch failure" in text or isinstance(exc, OSError)):
-        target = keras_home() / "models" / backbone.weights_filename(size)
+        target = imagenet_weights_path(backbone, size)
         return BackboneError(
             f"Could not download the ImageNet weights for {backbone.label} (no network?). "
             f"To work offline, place the file {target.name} at {target} (KERAS_HOME sets the "
@@ -177,9 +183,11 @@ def describe(name: str, image_size: int | None = None) -> dict:
     base = build_base(backbone, "none", size)
     info = {"name": backbone.name, "label": backbone.label, "image_size": size,
             "parameters": parameter_count(base), "flops_per_image": flops_per_image(base),
-            "feature_shape": list(base.output.shape[1:]), "layers": [l.name for l in base.layers],
-            "layer_shapes": {l.name: list(l.output.shape[1:]) for l in base.layers},
-            "fine_tune_from": backbone.fine_tune_from, "batchnorm_layers": len(batchnorm_layers(base)),
+            "feature_shape": list(base.output.shape[1:]),
+            "layers": [layer.name for layer in base.layers],
+            "layer_shapes": {layer.name: list(layer.output.shape[1:]) for layer in base.layers},
+            "fine_tune_from": backbone.fine_tune_from,
+            "batchnorm_layers": len(batchnorm_layers(base)),
             "summary": backbone.summary}
     import keras
 

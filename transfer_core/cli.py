@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 import traceback
 
-from . import config, quiet
-from .errors import PathError, TransferLabError, system_error
-
-COMMANDS = {}
-
-
-def command(name: str, help: str):
-    """Register `add_arguments(parser)` / `run(args) -> (dict, text)` pairs by name."""
-    def wrap(cls):
-        COMMANDS[name] = (help, cls)
-        return cls
-    return wrap
+from . import quiet
+from .cli_shared import COMMANDS, path_argument
+from .errors import TransferLabError, system_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,58 +72,7 @@ def _error(exc: Exception) -> int:
     return 1
 
 
-def path_argument(text: str) -> str:
-    """An argparse type: a path string any file system could hold, else PathError.
-
-    Raised from parse_args (argparse lets through what is not a ValueError or TypeError), so
-    `main` prints it as one line: argparse would print its usage and exit 2.
-    """
-    if "\0" in text:
-        raise PathError(f"The path {_shortened(text)!r} contains a NUL byte (\\0), which no file "
-                        "name can hold: check the argument.")
-    name_max, path_max = _limits()
-    if len(os.fsencode(text)) >= path_max:
-        raise PathError(f"The path {_shortened(text)!r} is {len(text):,} characters long; this "
-                        f"system takes at most {path_max - 1:,}: check the argument.")
-    longest = max(text.split(os.sep), key=lambda name: len(os.fsencode(name)))
-    if len(os.fsencode(longest)) > name_max:
-        raise PathError(f"The path {_shortened(text)!r} has a name of {len(longest):,} "
-                        f"characters; this system takes at most {name_max}: check the argument.")
-    return text
-
-
-def _limits() -> tuple[int, int]:
-    try:
-        return os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
-    except (OSError, ValueError):  # not POSIX: the common Linux values
-        return 255, 4096
-
-
-def _shortened(text: str, keep: int = 60) -> str:
-    return text if len(text) <= keep else f"{text[:keep // 2]}…{text[-keep // 2:]}"
-
-
 def _load_commands() -> None:
-    # Each module registers its commands on import; heavy imports stay inside run().
+    # Each module registers its commands on import (cli → commands → cli_shared, one way);
+    # heavy imports stay inside run(), after quiet.install.
     from . import commands  # noqa: F401
-
-
-def progress_printer(label: str):
-    """A progress callback that redraws one line on stderr at most a few times a second."""
-    state = {"last": 0.0, "start": time.perf_counter()}
-
-    def report(done: int, total: int | None):
-        now = time.perf_counter()
-        if now - state["last"] < 0.3 and done != total:
-            return
-        state["last"] = now
-        rate = done / max(now - state["start"], 1e-9)
-        share = f"{done}/{total} ({100 * done / total:.0f}%)" if total else f"{done}"
-        end = "\n" if done == total else ""
-        print(f"\r{label}: {share}, {rate:.1f}/s", end=end, file=sys.stderr, flush=True)
-
-    return report
-
-
-def workspace(args) -> "os.PathLike":
-    return config.workspace_dir(args.workspace)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .cli import command, path_argument, progress_printer, workspace
 from . import duplicates
+from .cli_shared import command, path_argument, progress_printer, workspace
 from .datasets import (AS_LAID_OUT, PRESETS, TEST_FROM, SplitRequest, drop_later_copies, lay_out,
                        load_manifest, scan, split)
 from .errors import DatasetError
@@ -64,7 +64,8 @@ class Split:
         group.add_argument("--counts",
                            help="per class: train,validation,test (e.g. 2000,1000,1000)")
         group.add_argument("--fractions", help="per class: e.g. 0.7,0.15,0.15 (shuffled by --seed)")
-        parser.add_argument("--seed", type=int, default=1337, help="shuffle seed for custom splits")
+        parser.add_argument("--seed", type=int, default=SplitRequest.seed,
+                            help="shuffle seed for custom splits")
         parser.add_argument("--test-from", choices=TEST_FROM, default=SplitRequest.test_from,
                             help="as-laid-out with train and validation folders only: take the "
                                  "test split from the training folder (--holdout of it), or "
@@ -113,19 +114,21 @@ class Extract:
     @staticmethod
     def add_arguments(parser):
         from .backbones import BACKBONES
+        from .runs import TrainConfig as d  # the features a run with these settings reads
 
         parser.add_argument("--data", required=True, type=path_argument,
                             help="a manifest made by `split`")
         parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
-        parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
-        parser.add_argument("--weights", default="imagenet", type=path_argument,
+        parser.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
+        parser.add_argument("--weights", default=d.weights, type=path_argument,
                             help="imagenet (Keras download/cache), none, or a weights file")
         parser.add_argument("--image-size", type=int, default=None,
                             help="input size in pixels (default: the backbone's)")
-        parser.add_argument("--preprocessing", default="backbone", choices=["backbone", "rescale"],
+        parser.add_argument("--preprocessing", default=d.preprocessing,
+                            choices=["backbone", "rescale"],
                             help="the backbone's own preprocess_input, or the chapter's 1/255")
         parser.add_argument("--batch-size", type=int, default=32)
-        parser.add_argument("--seed", type=int, default=1337,
+        parser.add_argument("--seed", type=int, default=d.seed,
                             help="random initialisation with --weights none")
 
     @staticmethod
@@ -148,45 +151,73 @@ class Extract:
         return summary, text
 
 
+@command("cache", "show the feature cache's size on disk; --clear deletes it")
+class Cache:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("--clear", action="store_true",
+                            help="delete every cached feature set (computed again when needed)")
+
+    @staticmethod
+    def run(args):
+        from .features import FeatureCache
+        from .jobs import clear_feature_cache
+        from .storage import human_size
+
+        ws = workspace(args)
+        if args.clear:
+            freed = clear_feature_cache(ws)
+            return {"freed_bytes": freed}, f"feature cache cleared: {human_size(freed)} freed"
+        cache = FeatureCache(ws)
+        size = cache.size_bytes()
+        return ({"folder": str(cache.root), "bytes": size},
+                f"feature cache: {human_size(size)} in {cache.root}")
+
+
 def _train_arguments(parser):
     from .backbones import BACKBONES
-    from .runs import STRATEGIES
+    from .balance import CLASS_WEIGHTS
+    from .runs import MONITORS, STRATEGIES, TrainConfig
 
+    # Every default is TrainConfig's (the one source, shared with the Train page).
+    d = TrainConfig
     defaults = "defaults follow the chapter"
     parser.add_argument("--data", required=True, type=path_argument,
                         help="a manifest made by `split`")
-    parser.add_argument("--backbone", default="vgg16", choices=list(BACKBONES))
-    parser.add_argument("--weights", default="imagenet", type=path_argument,
+    parser.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
+    parser.add_argument("--weights", default=d.weights, type=path_argument,
                         help="imagenet, none, or a weights file")
-    parser.add_argument("--strategy", default="feature_extraction", choices=STRATEGIES)
-    parser.add_argument("--epochs", type=int, default=30,
+    parser.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
+    parser.add_argument("--epochs", type=int, default=d.epochs,
                         help=f"epochs of the first phase ({defaults})")
-    parser.add_argument("--fine-tune-epochs", type=int, default=100,
+    parser.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs,
                         help="epochs of the fine-tuning phase (fine_tune only)")
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-5)
-    parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=None, help="default: the backbone's")
-    parser.add_argument("--fine-tune-from", default=None,
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--fine-tune-learning-rate", type=float,
+                        default=d.fine_tune_learning_rate)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--image-size", type=int, default=d.image_size,
+                        help="default: the backbone's")
+    parser.add_argument("--fine-tune-from", default=d.fine_tune_from,
                         help="first unfrozen layer (default: the backbone's top block)")
-    parser.add_argument("--preprocessing", default="backbone", choices=["backbone", "rescale"])
-    parser.add_argument("--pooling", default="flatten", choices=["flatten", "avg"],
+    parser.add_argument("--preprocessing", default=d.preprocessing,
+                        choices=["backbone", "rescale"])
+    parser.add_argument("--pooling", default=d.pooling, choices=["flatten", "avg"],
                         help="how the head reduces the feature map (the chapter flattens)")
-    parser.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_accuracy"],
+    parser.add_argument("--monitor", default=d.monitor, choices=MONITORS,
                         help="which epoch's model is kept")
-    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+    parser.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
+                        metavar="PATIENCE",
                         help="stop after PATIENCE epochs without improvement (off by default)")
-    # 3, as on the Train page: on the chapter split with MobileNetV2 it matched the on-the-fly
-    # test accuracy over three seeds in a third less time at 3 epochs (docs/BENCHMARKS.md).
-    parser.add_argument("--view-bank", type=int, default=3, metavar="K",
+    parser.add_argument("--view-bank", type=int, default=d.view_bank, metavar="K",
                         help="augmented strategies: compute K augmented views of each training "
                              "image once through the frozen part of the base, then train only "
-                             "the rest on them (default 3; 0: augment on the fly, the chapter's "
-                             "way)")
-    parser.add_argument("--class-weight", default="none", choices=["none", "balanced"],
+                             f"the rest on them (default {d.view_bank}; 0: augment on the fly, "
+                             "the chapter's way; docs/BENCHMARKS.md compares them)")
+    parser.add_argument("--class-weight", default=d.class_weight, choices=CLASS_WEIGHTS,
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
 

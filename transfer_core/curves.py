@@ -7,7 +7,6 @@ line, so the trend shows through the noise of small validation sets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import plotly.colors
@@ -47,7 +46,8 @@ _SPLITS = (
 _RUN_COLOURS = plotly.colors.qualitative.Plotly
 
 
-def smooth_curve(points: Sequence[float | None], factor: float = DEFAULT_FACTOR) -> list[float | None]:
+def smooth_curve(points: Sequence[float | None],
+                 factor: float = DEFAULT_FACTOR) -> list[float | None]:
     """The chapter's exponential moving average of a curve.
 
     The first point is kept as is, each later one becomes ``previous * factor + point *
@@ -210,7 +210,8 @@ def curves_figure(
             boundaries.setdefault(x_boundary, next_phase)
 
     for x_boundary, next_phase in sorted(boundaries.items()):
-        label = "fine-tuning starts" if next_phase in ("fine_tune", None, "") else f"{next_phase} starts"
+        label = ("fine-tuning starts" if next_phase in ("fine_tune", None, "")
+                 else f"{next_phase} starts")
         fig.add_vline(
             x=x_boundary,
             line={"dash": "dash", "color": "gray", "width": 1},

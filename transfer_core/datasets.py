@@ -21,7 +21,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import config, duplicates
 from .duplicates import DuplicatePair, check_and_fingerprint
@@ -233,7 +233,7 @@ class _Walk:
             entries += [ImageEntry(str(p), folder.name, split_name)
                         for folder, folder_real in classes
                         for p in self._pictures_under(folder, folder_real)]
-        for path, reason, is_folder in refused:
+        for path, reason, _is_folder in refused:
             self._skip(path, "", reason)
         for path in loose:
             self._skip(path, "", f"{path.name} is not inside a split folder")
@@ -433,7 +433,7 @@ def split_counts(available: int, request: SplitRequest) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
-def split(report: ScanReport, request: SplitRequest) -> "Manifest":
+def split(report: ScanReport, request: SplitRequest) -> Manifest:
     """Assign each usable image to a split, per class (stratified) and deterministically.
 
     Presets take files in index order (cat.0 … cat.1999 to train, as in the chapter); custom
@@ -459,7 +459,7 @@ def split(report: ScanReport, request: SplitRequest) -> "Manifest":
                     request=request.as_recorded(report.split_folders))
 
 
-def _split_as_laid_out(report: ScanReport, request: SplitRequest) -> "Manifest":
+def _split_as_laid_out(report: ScanReport, request: SplitRequest) -> Manifest:
     """Each file in the split of its folder; a split without a folder is taken from each
     class's training files (`request.holdout`, shuffled with the seed), except a test split
     the user chose to take from validation (the manifest then has no test rows)."""
@@ -520,9 +520,10 @@ def _check_enough(name: str, available: int, wanted: tuple[int, int, int],
     starved = [s for s, n, f in zip(SPLITS, wanted, fractions) if f > 0 and n == 0]
     if sum(wanted) > available or starved:
         need = "/".join(map(str, wanted))
+        empty = f" — {', '.join(starved)} would be empty" if starved else ""
         raise NotEnoughImagesError(
             f"Class {name!r} has {available} usable images, but {request.describe()} needs "
-            f"{need} (train/validation/test){' — ' + ', '.join(starved) + ' would be empty' if starved else ''}. "
+            f"{need} (train/validation/test){empty}. "
             "Choose smaller counts or fractions, or add images.")
 
 
@@ -570,7 +571,8 @@ class Manifest:
 
     def save(self, workspace: str | Path, name: str | None = None) -> Path:
         """Write the manifest into the workspace's manifests folder (atomically)."""
-        name = name or f"{Path(self.root).name}-{_request_slug(self.request)}-{self.fingerprint()[:8]}"
+        name = name or (f"{Path(self.root).name}-{_request_slug(self.request)}-"
+                        f"{self.fingerprint()[:8]}")
         path = config.manifests_dir(Path(workspace)) / f"{name}.json"
         write_json_atomic(path, self.to_dict())
         self.path = str(path)

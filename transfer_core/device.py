@@ -1,4 +1,5 @@
-"""Where TensorFlow runs: the GPU when there is one (memory growth, mixed precision), else the CPU."""
+"""Where TensorFlow runs: the GPU when there is one (memory growth, mixed precision), else the
+CPU."""
 
 from __future__ import annotations
 

@@ -46,6 +46,12 @@ class PathError(TransferLabError):
     """A path no file system can hold: a NUL byte in it, or longer than the system allows."""
 
 
+class Stopped(Exception):
+    """Raised inside long loops (training, extraction) when the user asked to stop. Not a
+    TransferLabError: nothing went wrong and there is nothing to fix; a run that stops keeps
+    its best model and ends as "stopped"."""
+
+
 # What to do about the OSErrors a user can cause or fix; any other: check the path.
 _ADVICE = {errno.ENOSPC: "free some space or choose another disk",
            errno.EDQUOT: "free some space or choose another disk",

@@ -20,13 +20,26 @@ from .stats import wilson_interval
 from .storage import write_json_atomic
 
 
+def current_evaluation(run: Run, split: str = "test") -> dict | None:
+    """The run's evaluation.json when it is of its model.keras as it is now and of `split`;
+    None when there is none, or it is stale (a later model, another split)."""
+    cached = run.evaluation()
+    if cached is None or cached["split"] != split:
+        return None
+    return cached if cached.get("model_mtime_ns") == _model_stamp(run) else None
+
+
+def _model_stamp(run: Run) -> int | None:
+    return run.model_path.stat().st_mtime_ns if run.model_path.exists() else None
+
+
 def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = False,
              progress=None) -> dict:
     """The run's evaluation on `split`, from evaluation.json when it is still current."""
-    cached = run.evaluation()
-    stamp = run.model_path.stat().st_mtime_ns if run.model_path.exists() else None
-    if cached and not force and cached.get("model_mtime_ns") == stamp and cached["split"] == split:
+    cached = current_evaluation(run, split)
+    if cached and not force:
         return cached
+    stamp = _model_stamp(run)
     config = run.config
     manifest = load_manifest(config.manifest)
     paths, labels = manifest.files(split)

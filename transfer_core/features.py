@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -30,7 +30,7 @@ from .augment import CHAPTER, AugmentationSettings, augmentation_layers
 from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
-from .errors import DatasetError, ImageError
+from .errors import DatasetError, ImageError, Stopped
 from .inputs import inference_batches
 from .layers import Preprocess
 from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failure,
@@ -39,10 +39,6 @@ from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failu
 # Part of every cache key; 2: large JPEGs decode in draft mode (images.py), so their pixels
 # changed and features cached before must not be reused.
 FORMAT = 2
-
-
-class Stopped(Exception):
-    """Raised inside long loops when the user asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,7 @@ class FeatureSpec:
     augmentation: tuple = ()  # AugmentationSettings items, when views > 0
     layer: str | None = None
 
-    def resolved(self) -> "FeatureSpec":
+    def resolved(self) -> FeatureSpec:
         size = self.image_size or get_backbone(self.backbone).default_size
         augmentation = self.augmentation or (tuple(CHAPTER.to_dict().items()) if self.views else ())
         return replace(self, image_size=size, augmentation=tuple(augmentation))
@@ -276,7 +272,8 @@ def check_disk(folder: Path, shape) -> None:
         raise DatasetError(
             f"These features need {needed / 2**30:.1f} GB of disk, more than "
             f"{'the cache limit (TRANSFER_LAB_CACHE_LIMIT_GB)' if needed > limit else 'is free'}. "
-            "Use fewer augmented views, a smaller image size, or clear the feature cache.")
+            "Use fewer augmented views, a smaller image size, or clear the feature cache "
+            "(`python -m transfer_core cache --clear`, or the Train page).")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -98,8 +98,8 @@ def inference_batches(paths: list[str], image_size: int, batch_size: int) -> Ite
 
     With a GPU, tf.data decodes on the CPU while the GPU computes. Without one, decoding beside
     the model's convolutions steals a core from their threads and the whole operation waits for
-    the slowest one; decoding a chunk with every core, then running the model on it, was faster:
-    MobileNetV2 at 160 px on 2 cores went from 77 to 88 images/s (`bench/probes.py decode`).
+    the slowest one; decoding a chunk with every core, then running the model on it, was faster
+    (docs/BENCHMARKS.md, "Extraction: decode a chunk, then compute"; `bench/probes.py decode`).
     Raises ImageError for a file that is gone or can no longer be decoded: its reason alone,
     the caller says what to do.
     """

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import config as paths
+from .errors import RunError
 from .runs import Run, TrainConfig, list_runs
 from .storage import StorageError, remove_stale_temps, write_failure
 
@@ -113,6 +114,18 @@ def queue_position(run: Run, workspace: str | Path) -> int | None:
     waiting.sort(key=lambda r: r.status().get("created", 0))
     names = [r.name for r in waiting]
     return names.index(run.name) + 1 if run.name in names else None
+
+
+def clear_feature_cache(workspace: str | Path) -> int:
+    """Delete every cached feature set of the workspace; returns the bytes freed. Refused
+    while a run trains: it may be reading or writing them."""
+    from .features import FeatureCache
+
+    busy = active_run(workspace)
+    if busy is not None:
+        raise RunError(f"{busy.name} is training and may be using the feature cache: clear it "
+                       "when the run ends, or stop the run first.")
+    return FeatureCache(workspace).clear()
 
 
 def active_run(workspace: str | Path) -> Run | None:

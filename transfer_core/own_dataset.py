@@ -19,7 +19,7 @@ import shutil
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import config
 from .datasets import natural_key
@@ -61,7 +61,7 @@ def list_datasets(workspace: Path) -> list[str]:
                   key=natural_key)
 
 
-def create(workspace: Path, text: str) -> "OwnDataset":
+def create(workspace: Path, text: str) -> OwnDataset:
     """A new, empty dataset. A name in use (in any case) is refused, so two people who pick
     the same name never share one dataset by accident."""
     name = clean_name(text, "dataset name")
@@ -77,7 +77,7 @@ def create(workspace: Path, text: str) -> "OwnDataset":
     return OwnDataset(root / name)
 
 
-def open_dataset(workspace: Path, name: str) -> "OwnDataset":
+def open_dataset(workspace: Path, name: str) -> OwnDataset:
     folder = own_root(workspace) / clean_name(name, "dataset name")
     if not folder.is_dir():
         raise DatasetError(f"There is no dataset named {name!r} (any more); choose one from "

@@ -33,9 +33,9 @@ from .balance import CLASS_WEIGHTS
 from .datasets import load_manifest
 from .errors import RunError, TransferLabError
 from .stats import accuracy_text
-from .storage import (DamagedFile, StorageError, append_jsonl, process_alive, read_json_object,
-                      read_jsonl, temp_writer, write_failure, write_json_atomic,
-                      write_json_in_place)
+from .storage import (DamagedFile, StorageError, append_jsonl, free_path, process_alive,
+                      read_json_object, read_jsonl, temp_writer, write_failure,
+                      write_json_atomic, write_json_in_place)
 
 STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
 MONITORS = ("val_loss", "val_accuracy")
@@ -51,7 +51,8 @@ _KINDS = {"int": int, "float": (int, float), "str": str, "dict": dict, "list[str
 @dataclass
 class TrainConfig:
     """A run's settings; the defaults are the chapter's (RMSprop 2e-5, batch 20, 30 epochs,
-    fine-tuning from the backbone's top block at 1e-5 for 100 more epochs)."""
+    fine-tuning from the backbone's top block at 1e-5 for 100 more epochs), and the one source
+    of them: the CLI and the Train page read theirs from this class (`TrainConfig.epochs`)."""
 
     manifest: str
     backbone: str = "vgg16"
@@ -72,8 +73,10 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     seed: int = 1337
     # Augmented views per training image, computed once through the frozen part of the base
-    # (0: augment on the fly and run the whole base every epoch, the chapter's way).
-    view_bank: int = 0
+    # (0: augment on the fly and run the whole base every epoch, the chapter's way). 3: on the
+    # chapter's split it matched the on-the-fly test accuracy in far less time
+    # (docs/BENCHMARKS.md, "The view bank").
+    view_bank: int = 3
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos
     class_weight: str = "none"
@@ -139,7 +142,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         if "manifest" not in data:
             raise RunError("manifest must be given (the split the run trains on).")
         known = {f.name for f in fields(cls)}
@@ -155,20 +158,15 @@ class Run:
             raise RunError(f"{self.folder} is not a training run (no config.json).")
 
     @classmethod
-    def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> "Run":
+    def create(cls, workspace: str | Path, config: TrainConfig, name: str | None = None) -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.backbone}-{config.strategy}"
         # Never hidden: a hidden name is what temporary files have.
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).lstrip(".") or "run"
-        folder = paths.runs_dir(Path(workspace)) / base
-        suffix = 1
-        while folder.exists():
-            suffix += 1
-            folder = folder.with_name(f"{base}-{suffix}")
-        return cls.create_in(folder, config)
+        return cls.create_in(free_path(paths.runs_dir(Path(workspace)) / base), config)
 
     @classmethod
-    def create_in(cls, folder: str | Path, config: TrainConfig) -> "Run":
+    def create_in(cls, folder: str | Path, config: TrainConfig) -> Run:
         folder = Path(folder)
         if (folder / "config.json").exists():
             raise RunError(f"{folder} already holds a run; choose another folder.")

@@ -21,7 +21,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -32,7 +33,7 @@ from PIL import Image, ImageDraw
 from . import config
 from .errors import ArchiveError, DatasetError, DownloadError, NoRoomError, TransferLabError
 from .images import IMAGE_EXTENSIONS
-from .storage import human_size
+from .storage import free_path, human_size
 
 # Microsoft's copy of the Kaggle "Dogs vs. Cats" images used in Deep Learning with Python, 5.2;
 # it unpacks to PetImages/Cat/*.jpg and PetImages/Dog/*.jpg (about 1,600 files are corrupt).
@@ -207,7 +208,7 @@ def unpack_upload(source: BinaryIO | str | Path, workspace: Path,
     digest = _sha256(source, name)
     folder = _unpacked_before(root, digest)
     if folder is None:
-        dest = _free_folder(root / upload_folder_name(name))
+        dest = free_path(root / upload_folder_name(name))
         folder = extract_zip(source, dest, quota=config.datasets_quota(),
                              marker={"sha256": digest, "upload": name})
     if check is not None:
@@ -232,14 +233,6 @@ def upload_folder_name(upload_name: str) -> str:
         base = base[:-len(".zip")]
     safe = re.sub(r"[^\w\- ]+", "_", base)  # \w: letters and digits of any script, and "_"
     return safe.strip(" _-")[:_LONGEST_FOLDER_NAME].strip(" _-") or "upload"
-
-
-def _free_folder(path: Path) -> Path:
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
 
 
 def _sha256(source, name: str) -> str:

@@ -57,6 +57,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def save_model_atomic(model, path) -> None:
+    """Save to a temporary .keras file beside `path`, then rename: never a half-written model.
+    A failed save (a full disk) removes its temporary file and raises StorageError."""
+    path = Path(path)
+    tmp = path.with_name(f"{temp_prefix(path.name)}tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        failed_write = os_error_in(exc)
+        if failed_write is None:
+            raise
+        raise StorageError(write_failure(failed_write, path.parent, "saving the model")) from exc
+
+
 def write_json_atomic(path: str | Path, data) -> Path:
     return write_bytes_atomic(path, _json_bytes(data))
 
@@ -236,6 +252,16 @@ def _stale(entry: Path) -> bool:
         return time.time() - entry.lstat().st_mtime > _UNNAMED_TEMP_AGE
     except OSError:
         return False
+
+
+def free_path(path: str | Path) -> Path:
+    """`path` when nothing is there yet, else the first free of path-2, path-3, …"""
+    path = candidate = Path(path)
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def human_size(n: int) -> str:

@@ -166,7 +166,8 @@ def check_frozen_unchanged(model: keras.Model, audit: dict) -> dict:
     changed = [name for name, value in before.items() if after.get(name) != value]
     trained = audit["trainable_checksums_before"]
     audit.update(frozen_layers_checked=len(before), frozen_layers_changed=changed,
-                 layers_changed=[name for name, value in trained.items() if after.get(name) != value])
+                 layers_changed=[name for name, value in trained.items()
+                                 if after.get(name) != value])
     if changed:
         raise RunError(f"Frozen layers changed during phase {audit['phase']}: "
                        f"{', '.join(changed[:5])}. The freeze did not hold; the run is invalid.")

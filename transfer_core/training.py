@@ -7,11 +7,12 @@ within one batch with the best model kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import traceback
-from pathlib import Path
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -19,15 +20,48 @@ import numpy as np
 from .balance import class_weights
 from .datasets import load_manifest
 from .device import configure
-from .errors import TransferLabError
-from .features import Derivation, FeatureCache, FeatureSpec, Stopped
+from .errors import Stopped, TransferLabError
+from .features import Derivation, FeatureCache, FeatureSpec
 from .history import is_better
 from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
-from .storage import StorageError, os_error_in, temp_prefix, write_failure
+from .storage import os_error_in, save_model_atomic, write_failure
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
                          layer_below, phase_audit, top_model, unfreeze_from)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run, built once from its config (`training_phases`): the head alone
+    ("head"), then for fine_tune the top of the base with it ("fine_tune")."""
+
+    name: str
+    number: int  # 1 or 2, as metrics.jsonl records it
+    first_epoch: int  # fit()'s initial_epoch: the epochs of the phases before, 0-based
+    epochs: int
+    learning_rate: float
+    unfreeze_from: str | None  # the first layer of the base that trains; None: the head only
+
+    @property
+    def last_epoch(self) -> int:
+        """fit()'s `epochs`: where this phase ends, counted over every phase."""
+        return self.first_epoch + self.epochs
+
+    def stage(self, on_cache: bool) -> str:
+        """What the run's status says while this phase trains."""
+        what = (f"fine-tuning from {self.unfreeze_from}" if self.unfreeze_from else
+                "training the classifier" + ("" if on_cache else " on the frozen base"))
+        return what + (" on cached features" if on_cache else "")
+
+
+def training_phases(config: TrainConfig) -> list[Phase]:
+    """The run's phases in order (TrainConfig.phases names them)."""
+    head = Phase("head", 1, 0, config.epochs, config.learning_rate, None)
+    if config.strategy != "fine_tune":
+        return [head]
+    return [head, Phase("fine_tune", 2, config.epochs, config.fine_tune_epochs,
+                        config.fine_tune_learning_rate, config.fine_tune_from)]
 
 
 def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) -> FeatureSpec:
@@ -36,16 +70,23 @@ def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) 
                        config.seed, views, augmentation, layer)
 
 
-def train(run: Run, workspace=None) -> dict:
+def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
     """Train `run` to the end (or until stopped); returns the final status. Never raises for a
     user error or a failed write (a full disk): the status says what went wrong, and it is
-    written even then (Run.finish)."""
+    written even then (Run.finish).
+
+    Two hooks for measuring (bench/), neither changes what is trained or written:
+    `callbacks`, more keras.callbacks.Callback objects given to every fit() after the run's
+    own (e.g. one timing the validation passes in on_test_begin/on_test_end); `timer`, a
+    function of a step's name returning a context manager that wraps each run of that step,
+    for now "features": computing a split's features or reading them from the cache.
+    """
     try:
         config = run.config
         run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
                           stage="starting", device=configure())
         keras.utils.set_random_seed(config.seed)
-        _Session(run, config, workspace or run.folder.parent.parent).execute()
+        _Session(run, config, workspace or run.folder.parent.parent, callbacks, timer).execute()
         return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
     except Stopped:
         return run.finish(state="stopped", finished=time.time(), stage="stopped", pid=None)
@@ -65,13 +106,19 @@ def _failed(run: Run, error: str) -> dict:
     return run.finish(state="failed", finished=time.time(), error=error, pid=None)
 
 
+def _untimed(step: str):
+    return contextlib.nullcontext()
+
+
 class _Session:
     """One run's training: the model, the data, and the phases in order."""
 
-    def __init__(self, run: Run, config: TrainConfig, workspace):
+    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks=(), timer=None):
         self.run, self.config, self.workspace = run, config, workspace
+        self.extra_callbacks, self.timer = list(callbacks), timer or _untimed  # train()'s hooks
         self.manifest = load_manifest(config.manifest)
         self.num_classes = len(self.manifest.classes)
+        self.phases = training_phases(config)
         self.audits = []
 
     def execute(self):
@@ -89,22 +136,22 @@ class _Session:
         if self.config.strategy == "feature_extraction" or self.config.view_bank:
             self._train_on_cache(tensors_unfrozen)
         else:
-            self._phase("head", self._fit_end_to_end, tensors_unfrozen)
-            if self.config.strategy == "fine_tune":
-                unfreeze_from(base, self.config.fine_tune_from)
-                self._phase("fine_tune", self._fit_end_to_end, tensors_unfrozen)
+            for phase in self.phases:
+                self._phase(phase, self._fit_end_to_end, tensors_unfrozen)
         if not self.run.model_path.exists():  # no validation split: keep the last epoch
             save_model_atomic(self.saved_model, self.run.model_path)
             last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
             self.run.update_status(saved_epoch=last)
 
-    def _phase(self, name: str, fit, tensors_unfrozen: int):
-        audit = phase_audit(self.model, self.base, name)
+    def _phase(self, phase: Phase, fit, tensors_unfrozen: int):
+        if phase.unfreeze_from:
+            unfreeze_from(self.base, phase.unfreeze_from)
+        audit = phase_audit(self.model, self.base, phase.name)
         audit["trainable_weight_tensors_if_base_unfrozen"] = tensors_unfrozen
         self.audits.append(audit)
         self._write_audit()
         try:
-            fit(name)
+            fit(phase)
         finally:
             check_frozen_unchanged(self.model, audit)
             self._write_audit()
@@ -114,18 +161,16 @@ class _Session:
             {k: v for k, v in a.items() if not k.endswith("_checksums_before")}
             | {"frozen_layer_checksums": a["frozen_checksums_before"]} for a in self.audits]})
 
-    def _recorder(self, phase: str, steps: int) -> "RunRecorder":
-        offset = 0 if phase == "head" else self.config.epochs
-        epochs = self.config.epochs if phase == "head" else self.config.fine_tune_epochs
-        return RunRecorder(self.run, self.saved_model, phase, offset, epochs, steps,
-                           self.config.total_epochs, self.config.monitor)
+    def _recorder(self, phase: Phase, steps: int) -> RunRecorder:
+        return RunRecorder(self.run, self.saved_model, phase, steps, self.config.total_epochs,
+                           self.config.monitor)
 
     def _callbacks(self, recorder):
         callbacks = [recorder]
         if self.config.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 self.config.monitor, patience=self.config.early_stopping_patience))
-        return callbacks
+        return callbacks + self.extra_callbacks
 
     def _train_on_cache(self, tensors_unfrozen: int):
         """Never compute a frozen layer twice: the frozen part of the base runs once per image
@@ -136,37 +181,30 @@ class _Session:
         self.trainer = cached_trainer(self.base, self.head, boundary)
         self.cut = layer_below(self.base, boundary) if boundary else None
         self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
-        self._phase("head", self._fit_on_cache, tensors_unfrozen)
-        if config.strategy == "fine_tune":
-            unfreeze_from(self.base, config.fine_tune_from)
-            self._phase("fine_tune", self._fit_on_cache, tensors_unfrozen)
+        for phase in self.phases:
+            self._phase(phase, self._fit_on_cache, tensors_unfrozen)
 
-    def _fit_on_cache(self, phase: str):
+    def _fit_on_cache(self, phase: Phase):
         config, cache = self.config, FeatureCache(self.workspace)
         views = config.view_bank if config.strategy != "feature_extraction" else 0
-        cut = self.cut if phase == "fine_tune" else None  # head phase: the head alone trains
+        cut = self.cut if phase.unfreeze_from else None  # head phase: the head alone trains
         trainer = self.trainer if cut else self.head
         train = self._cached(cache, "train", views, cut)
         val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
-        initial = 0 if phase == "head" else config.epochs
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
-                        config.batch_size, config.seed, initial)
+                        config.batch_size, config.seed, phase.first_epoch)
         validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
-        rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
-        # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel: an epoch
-        # of the chapter's head on 4,000 MobileNetV2 features took about 8 s instead of 21–41 s on
-        # this CPU (`bench/probes.py head`). With layers of the base training too, its epochs
-        # swung between 11 and 20 s where plain ones held 10–18 s (`probes.py top`): head only.
-        compile_model(trainer, self.num_classes, rate, jit_compile=True if cut is None else "auto")
+        # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
+        # faster on a CPU; with layers of the base training too, its epochs were slower and
+        # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
+        # the base").
+        compile_model(trainer, self.num_classes, phase.learning_rate,
+                      jit_compile=True if cut is None else "auto")
         recorder = self._recorder(phase, len(data))
-        self.run.update_status(stage="training the classifier on cached features"
-                               if phase == "head" else
-                               f"fine-tuning from {config.fine_tune_from} on cached features",
-                               progress=None)
-        final = config.epochs if phase == "head" else config.total_epochs
-        trainer.fit(data, validation_data=validation, epochs=final, initial_epoch=initial,
-                    verbose=0, callbacks=self._callbacks(recorder),
-                    class_weight=self._class_weight())
+        self.run.update_status(stage=phase.stage(on_cache=True), progress=None)
+        trainer.fit(data, validation_data=validation, epochs=phase.last_epoch,
+                    initial_epoch=phase.first_epoch, verbose=0,
+                    callbacks=self._callbacks(recorder), class_weight=self._class_weight())
 
     def _cached(self, cache, split: str, views: int, layer: str | None):
         """A split's features at `layer` (None: the base's output). A fine-tune run derives the
@@ -184,27 +222,24 @@ class _Session:
                 if derivation else f"extracting {split} features{views}")
 
         def progress(done, total):
-            self.run.update_status(stage=what, progress={"done": done, "total": total})
+            self.run.update_status(stage=what, progress={"done": done, "total": total,
+                                                         "unit": "images"})
 
-        return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
-                             should_stop=self.run.stop_requested, derivation=derivation)
+        with self.timer("features"):
+            return cache.extract(self.manifest, split, spec, batch_size=32, progress=progress,
+                                 should_stop=self.run.stop_requested, derivation=derivation)
 
-    def _fit_end_to_end(self, phase: str):
-        config = self.config
+    def _fit_end_to_end(self, phase: Phase):
         paths, labels = self.manifest.files("train")
         train = self._images(paths, labels, shuffle=True)
         validation = (self._images(*self.manifest.files("validation"))
                       if self._has("validation") else None)
-        rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
-        compile_model(self.model, self.num_classes, rate)
-        recorder = self._recorder(phase, math.ceil(len(paths) / config.batch_size))
-        self.run.update_status(stage="training the classifier on the frozen base" if phase == "head"
-                               else f"fine-tuning from {config.fine_tune_from}", progress=None)
-        initial = 0 if phase == "head" else config.epochs
-        final = config.epochs if phase == "head" else config.total_epochs
-        self.model.fit(train, validation_data=validation, epochs=final, initial_epoch=initial,
-                       shuffle=False, verbose=0, callbacks=self._callbacks(recorder),
-                       class_weight=self._class_weight())
+        compile_model(self.model, self.num_classes, phase.learning_rate)
+        recorder = self._recorder(phase, math.ceil(len(paths) / self.config.batch_size))
+        self.run.update_status(stage=phase.stage(on_cache=False), progress=None)
+        self.model.fit(train, validation_data=validation, epochs=phase.last_epoch,
+                       initial_epoch=phase.first_epoch, shuffle=False, verbose=0,
+                       callbacks=self._callbacks(recorder), class_weight=self._class_weight())
 
     def _images(self, paths, labels, shuffle=False):
         data = image_dataset(paths, labels, self.config.image_size, self.config.batch_size,
@@ -262,11 +297,12 @@ class ViewBank(keras.utils.PyDataset):
 class RunRecorder(keras.callbacks.Callback):
     """Writes progress and epoch lines to the run, saves the best model, honours stop requests."""
 
-    def __init__(self, run: Run, full_model, phase: str, offset: int, phase_epochs: int,
-                 steps: int, total_epochs: int, monitor: str):
+    def __init__(self, run: Run, full_model, phase: Phase, steps: int, total_epochs: int,
+                 monitor: str):
         super().__init__()
-        self.run, self.full_model, self.phase = run, full_model, phase
-        self.offset, self.phase_epochs, self.steps = offset, phase_epochs, steps
+        self.run, self.full_model, self.phase = run, full_model, phase.name
+        self.phase_number = phase.number
+        self.offset, self.phase_epochs, self.steps = phase.first_epoch, phase.epochs, steps
         self.total_epochs, self.monitor = total_epochs, monitor
         self.every = max(1, steps // 25)
         self.best = (run.status().get("best") or {}).get(monitor)  # from an earlier phase
@@ -297,7 +333,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        record = {"type": "epoch", "phase": 1 if self.phase == "head" else 2,
+        record = {"type": "epoch", "phase": self.phase_number,
                   "phase_name": self.phase, "epoch": epoch - self.offset + 1,
                   "global_epoch": epoch + 1, "seconds": round(time.time() - self.epoch_started, 3)}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -325,7 +361,7 @@ class RunRecorder(keras.callbacks.Callback):
                     phase_epochs=self.phase_epochs, global_epoch=epoch + 1,
                     total_epochs=self.total_epochs,
                     progress={"done": round(done, 3), "total": self.total_epochs,
-                              "eta_seconds": eta})
+                              "unit": "epochs", "eta_seconds": eta})
 
     def _check_stop(self):
         if self.run.stop_requested():
@@ -337,19 +373,3 @@ def _num(value):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def save_model_atomic(model, path) -> None:
-    """Save to a temporary .keras file beside `path`, then rename: never a half-written model.
-    A failed save (a full disk) removes its temporary file and raises StorageError."""
-    path = Path(path)
-    tmp = path.with_name(f"{temp_prefix(path.name)}tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        failed_write = os_error_in(exc)
-        if failed_write is None:
-            raise
-        raise StorageError(write_failure(failed_write, path.parent, "saving the model")) from exc
