@@ -102,7 +102,7 @@ def test_download_shows_progress_unpacks_and_scans(workspace, site):
     assert usable_counts(at) == {"Cat": "30 usable", "Dog": "30 usable"}
     assert {m.label: m.delta for m in at.metric} == {"Cat": "1 skipped", "Dog": ""}
     folder = workspace / "datasets" / "dogs_vs_cats" / "PetImages"
-    assert f"{folder} · folders layout" in " ".join(texts(at.caption))
+    assert f"{folder} · one folder per class" in " ".join(texts(at.caption))
     assert sorted(p.name for p in (workspace / "datasets").iterdir()) == ["dogs_vs_cats"], \
         "the archive is deleted once unpacked"
 
