@@ -3,7 +3,8 @@
 The conv base runs once over a split; its outputs are written batch by batch to a .npy file
 under the workspace, keyed by everything that changes them (the files with size and mtime,
 backbone, weights, input size, preprocessing, precision, and the views of a view bank). A
-second request with the same key memory-maps the file without building a model; any change is a miss.
+second request with the same key memory-maps the file without building a model; any change is a
+miss.
 Features can also be derived from features cut lower in the base (`Derivation`): the same
 function, without decoding or re-running the layers below the cut.
 """
