@@ -10,6 +10,7 @@ from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.features import FeatureCache, view_bank_bytes
+from transfer_core.precision import PRECISIONS, cpu_has_bf16
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.storage import human_size
 from transfer_core.strategies import STRATEGY_HELP, name_below
@@ -143,6 +144,7 @@ def settings_form(manifest) -> TrainConfig | None:
                                    setting(last, "early_stopping_patience") or 0,
                                    key="patience")
         class_weight = class_weight_input(counts["train"], setting(last, "class_weight"))
+        run_precision = precision_input(setting(last, "precision"))
 
     estimate = estimate_seconds(speed, n_train, n_val, epochs, fine_tune_epochs,
                                 TrainConfig.dense_units, pooling,
@@ -157,10 +159,21 @@ def settings_form(manifest) -> TrainConfig | None:
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
             early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=int(views),
-            classes=manifest.classes, class_weight=class_weight)
+            classes=manifest.classes, class_weight=class_weight, precision=run_precision)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
+
+
+def precision_input(default: str) -> str:
+    """The conv base's arithmetic; "auto" says whether this CPU could use bfloat16 at all."""
+    native = "has" if cpu_has_bf16() else "has no"
+    return st.radio("Precision of the conv base", PRECISIONS, horizontal=True, key="precision",
+                    index=PRECISIONS.index(default if default in PRECISIONS else "auto"),
+                    help=f"This CPU {native} native bfloat16 (avx512_bf16 or amx_bf16). Auto "
+                         "measures both once and takes bfloat16 only when it is faster and "
+                         "labels a check set of your training photos the same as float32; the "
+                         "classifier always trains in float32. docs/BENCHMARKS.md (bfloat16).")
 
 
 def class_weight_input(train_counts: dict, default: str) -> str:

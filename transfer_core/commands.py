@@ -130,25 +130,44 @@ class Extract:
         parser.add_argument("--batch-size", type=int, default=32)
         parser.add_argument("--seed", type=int, default=d.seed,
                             help="random initialisation with --weights none")
+        _precision_argument(parser)
 
     @staticmethod
     def run(args):
         from .features import FeatureCache, FeatureSpec
         from .inputs import check_split_files
+        from .backbones import get_backbone
+        from .precision import check_set, resolve
 
         manifest = load_manifest(Path(args.data))
-        check_split_files(manifest.files(args.split)[0], args.split)
+        paths, labels = manifest.files(args.split)
+        check_split_files(paths, args.split)
+        size = args.image_size or get_backbone(args.backbone).default_size
+        chosen = resolve(args.precision, args.backbone, args.weights, size,
+                         check_set(*manifest.files("train")), workspace(args))
         spec = FeatureSpec(args.backbone, args.weights, args.image_size, args.preprocessing,
-                           args.seed)
+                           args.seed, precision=chosen["precision"])
         cache = FeatureCache(workspace(args))
         result = cache.extract(manifest, args.split, spec, args.batch_size,
                                progress=progress_printer(f"extracting {args.split}"))
-        summary = {**result.summary(), "split": args.split, "spec": spec.resolved().__dict__}
+        summary = {**result.summary(), "split": args.split, "spec": spec.resolved().__dict__,
+                   "precision": chosen}
         rate = f", {result.images_per_second:.1f} images/s" if result.images_per_second else ""
         text = (f"{args.split}: {len(result.labels)} images → features "
                 f"{tuple(result.features.shape[1:])}, cache {summary['cache']}, "
-                f"{result.seconds:.2f} s{rate}\n  {result.folder}")
+                f"{result.seconds:.2f} s{rate}, {chosen['precision']} ({chosen['reason']})"
+                f"\n  {result.folder}")
         return summary, text
+
+
+def _precision_argument(parser):
+    from .precision import PRECISIONS
+    from .runs import TrainConfig
+
+    parser.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
+                        help="the conv base's arithmetic: auto takes bfloat16 where the CPU has "
+                             "it and it was measured faster with the same predictions "
+                             "(docs/BENCHMARKS.md, bfloat16)")
 
 
 @command("cache", "show the feature cache's size on disk; --clear deletes it")
@@ -218,6 +237,7 @@ def _train_arguments(parser):
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
     parser.add_argument("--seed", type=int, default=d.seed)
+    _precision_argument(parser)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
 
@@ -233,7 +253,7 @@ def _train_config(args):
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
         early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
-        class_weight=args.class_weight)
+        class_weight=args.class_weight, precision=args.precision)
 
 
 def _fmt(value, percent=False):

@@ -2,8 +2,9 @@
 
 The conv base runs once over a split; its outputs are written batch by batch to a .npy file
 under the workspace, keyed by everything that changes them (the files with size and mtime,
-backbone, weights, input size, preprocessing, and the views of a view bank). A second request
-with the same key memory-maps the file without building a model; any change is a miss.
+backbone, weights, input size, preprocessing, precision, and the views of a view bank). A
+second request with the same key memory-maps the file without building a model; any change is a
+miss.
 Features can also be derived from features cut lower in the base (`Derivation`): the same
 function, without decoding or re-running the layers below the cut.
 """
@@ -32,6 +33,7 @@ from .datasets import Manifest
 from .device import configure
 from .errors import DatasetError, ImageError, Stopped
 from .inputs import inference_batches
+from .precision import building_in
 from .layers import Preprocess
 from .storage import (StorageError, remove_stale_temps, temp_prefix, write_failure,
                       write_json_atomic)
@@ -58,6 +60,9 @@ class FeatureSpec:
     views: int = 0
     augmentation: tuple = ()  # AugmentationSettings items, when views > 0
     layer: str | None = None
+    # The base's arithmetic, "float32" or "bfloat16" ("auto" is resolved before: precision.py);
+    # the features are stored as float32 either way.
+    precision: str = "float32"
 
     def resolved(self) -> FeatureSpec:
         size = self.image_size or get_backbone(self.backbone).default_size
@@ -71,6 +76,8 @@ class FeatureSpec:
         identity["augmentation"] = [list(item) for item in spec.augmentation]
         if spec.weights != "none" and not spec.views:
             identity.pop("seed")
+        if spec.precision == "float32":
+            identity.pop("precision")  # the keys of float32 sets cached before it existed
         return identity
 
 
@@ -228,7 +235,8 @@ def build_extractor(spec: FeatureSpec):
     backbone = get_backbone(spec.backbone)
     if spec.weights == "none":
         keras.utils.set_random_seed(spec.seed)
-    base = build_base(backbone, spec.weights, spec.image_size)
+    with building_in(spec.precision):  # the base only: its output is cast back to float32
+        base = build_base(backbone, spec.weights, spec.image_size)
     if spec.layer:
         base = keras.Model(base.inputs, base.get_layer(spec.layer).output, name="prefix")
     inputs = keras.Input((spec.image_size, spec.image_size, 3), name="image")

@@ -23,6 +23,8 @@ from .device import configure
 from .errors import Stopped, TransferLabError
 from .features import Derivation, FeatureCache, FeatureSpec
 from .history import is_better
+from .precision import building_in, check_set
+from .precision import resolve as resolve_precision
 from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
 from .storage import os_error_in, save_model_atomic, write_failure
@@ -64,10 +66,12 @@ def training_phases(config: TrainConfig) -> list[Phase]:
                         config.fine_tune_learning_rate, config.fine_tune_from)]
 
 
-def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) -> FeatureSpec:
+def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None,
+                 precision: str = "float32") -> FeatureSpec:
+    """`precision`: the resolved one (float32 or bfloat16), never config.precision's "auto"."""
     augmentation = tuple(config.augmentation.items()) if views else ()
     return FeatureSpec(config.backbone, config.weights, config.image_size, config.preprocessing,
-                       config.seed, views, augmentation, layer)
+                       config.seed, views, augmentation, layer, precision)
 
 
 def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
@@ -85,8 +89,9 @@ def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
         config = run.config
         run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
                           stage="starting", device=configure())
-        keras.utils.set_random_seed(config.seed)
-        _Session(run, config, workspace or run.folder.parent.parent, callbacks, timer).execute()
+        session = _Session(run, config, workspace or run.folder.parent.parent, callbacks, timer)
+        keras.utils.set_random_seed(config.seed)  # after "auto"'s measurement, which builds models
+        session.execute()
         return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
     except Stopped:
         return run.finish(state="stopped", finished=time.time(), stage="stopped", pid=None)
@@ -120,9 +125,25 @@ class _Session:
         self.num_classes = len(self.manifest.classes)
         self.phases = training_phases(config)
         self.audits = []
+        self.precision = self._choose_precision()
+
+    def _choose_precision(self) -> str:
+        """The base's precision for extraction, the view bank and the saved model (so for
+        evaluation and prediction too), recorded in the status. The top that fine-tuning trains
+        is not measured by "auto": it stays float32 unless bfloat16 was asked for."""
+        self.run.update_status(stage="choosing the precision")
+        paths, labels = self.manifest.files("train")
+        chosen = resolve_precision(self.config.precision, self.config.backbone,
+                                   self.config.weights, self.config.image_size,
+                                   check_set(paths, labels), self.workspace)
+        fine_tuned = self.config.strategy == "fine_tune" and self.config.precision == "auto"
+        self.base_precision = "float32" if fine_tuned else chosen["precision"]
+        self.run.update_status(precision={**chosen, "saved_model": self.base_precision})
+        return chosen["precision"]
 
     def execute(self):
-        base = build_base_for(self.config)
+        with building_in(self.base_precision):
+            base = build_base_for(self.config)
         if self.config.strategy == "fine_tune":
             layer_below(base, self.config.fine_tune_from)  # a bad boundary fails now, not later
         head = build_head(base.output.shape[1:], self.num_classes, self.config)
@@ -210,10 +231,16 @@ class _Session:
         """A split's features at `layer` (None: the base's output). A fine-tune run derives the
         base's output from its frozen-prefix features: the top is frozen in the head phase, so
         running it once per view gives what running it on every epoch would."""
-        spec = feature_spec(self.config, views, layer)
+        spec = feature_spec(self.config, views, layer, self.precision)
         if layer is not None or self.cut is None:
             return self._features(cache, split, spec)
-        prefix = self._features(cache, split, feature_spec(self.config, views, self.cut))
+        # Derived through the trained base's top, whose precision may differ from the prefix's:
+        # the key names both then ("bfloat16/float32"), as neither extraction made these rows.
+        both = (self.precision if self.precision == self.base_precision
+                else f"{self.precision}/{self.base_precision}")
+        spec = feature_spec(self.config, views, layer, both)
+        prefix = self._features(cache, split,
+                                feature_spec(self.config, views, self.cut, self.precision))
         return self._features(cache, split, spec, Derivation(prefix, self.top))
 
     def _features(self, cache, split, spec, derivation=None):
