@@ -344,6 +344,7 @@ class Evaluate:
 
     @staticmethod
     def run(args):
+        from .baseline import baseline_lines
         from .evaluation import evaluate
         from .runs import find_run
         from .stats import accuracy_text
@@ -359,6 +360,7 @@ class Evaluate:
                   f", F1 {_fmt(m['f1'], True)}" for c, m in result["per_class"].items()]
         lines.append(f"  confusion matrix (rows: true {result['classes']}): "
                      f"{result['confusion_matrix']}")
+        lines += [f"  {line}" for line in baseline_lines(result)]
         return result, "\n".join(lines)
 
 
