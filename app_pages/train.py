@@ -4,7 +4,7 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core import jobs
-from transfer_core.backbones import BACKBONES, imagenet_weights_path
+from transfer_core.backbones import BACKBONES, imagenet_weights_path, size_advice
 from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
@@ -72,6 +72,10 @@ def settings_form(manifest) -> TrainConfig | None:
         size = st.number_input("Image size (pixels)", 32, 512,
                                last["image_size"] if same else backbone.default_size, step=16,
                                key=f"size_{name}", help="Every photo is resized to this square.")
+        trained_at, too_far = size_advice(name, int(size))
+        st.caption(trained_at)
+        if too_far:
+            st.warning(too_far, icon=":material/photo_size_select_large:")
         weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
                            index=int(setting(last, "weights") == "none"),
                            format_func={"imagenet": "ImageNet (pretrained)",
