@@ -217,6 +217,11 @@ def _train_arguments(parser):
     parser.add_argument("--class-weight", default=d.class_weight, choices=CLASS_WEIGHTS,
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
+    parser.add_argument("--settings", choices=["recommended", "chapter"], default=None,
+                        help="recommended: measure the head input, learning rate and epochs on "
+                             "the training and validation splits when the run starts (they "
+                             "replace --pooling, --learning-rate, --epochs, --early-stopping); "
+                             "default: chapter for the chapter's presets, else recommended")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
@@ -233,7 +238,18 @@ def _train_config(args):
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
         early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
-        class_weight=args.class_weight)
+        class_weight=args.class_weight, settings=_settings(args))
+
+
+def _settings(args) -> str:
+    from .recommend import default_settings
+
+    if args.settings:
+        return args.settings
+    try:
+        return default_settings(load_manifest(args.data))[0]
+    except DatasetError:  # no readable manifest: the checks before training say so in full
+        return "chapter"
 
 
 def _fmt(value, percent=False):

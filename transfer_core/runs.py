@@ -80,6 +80,11 @@ class TrainConfig:
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos
     class_weight: str = "none"
+    # "recommended": the head input, learning rate and epochs are measured on the training
+    # and validation splits when the run starts (recommend.py), the search kept in
+    # `recommendation`; "chapter": the settings as given.
+    settings: str = "chapter"
+    recommendation: dict = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
     def __post_init__(self):
@@ -106,6 +111,7 @@ class TrainConfig:
              "early_stopping_patience", "at least 1 (or unset)"),
             (all(isinstance(c, str) for c in self.classes), "classes", "a list of names"),
             (self.class_weight in CLASS_WEIGHTS, "class_weight", " or ".join(CLASS_WEIGHTS)),
+            (self.settings in ("chapter", "recommended"), "settings", "chapter or recommended"),
         ]
         for ok, name, rule in checks:
             if not ok:
