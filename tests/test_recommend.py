@@ -11,7 +11,8 @@ from conftest import make_folder_dataset
 from transfer_core.cli import build_parser
 from transfer_core.commands import _train_config
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
-from transfer_core.recommend import PATIENCE, default_settings, lr_range_test
+from transfer_core.recommend import (PATIENCE, default_settings, lr_range_test,
+                                     range_test_figure, recommendation_lines)
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import read_json
 from transfer_core.strategies import compile_model
@@ -85,6 +86,10 @@ def test_a_recommended_run_records_what_it_tried_and_chose(colours):
     assert curve["rates"] == sorted(curve["rates"])  # the sweep rises
     assert run.config.recommendation == found  # the Curves page reads it back
     assert len(run.epochs()) <= saved["epochs"]
+    figure = range_test_figure(found)  # the Curves page's: each curve and its chosen point
+    stars = [t for t in figure.data if t.mode == "markers"]
+    assert [s.x[0] for s in stars] == [t["learning_rate"] for t in found["tried"]]
+    assert f"Chosen: {saved['pooling']}" in recommendation_lines(found)[-1]
 
 
 def test_the_chapters_presets_default_to_the_chapters_settings(tmp_path):

@@ -128,3 +128,39 @@ def recommended_config(config: TrainConfig, train, validation, num_classes: int)
                        "chapter's settings.")
     found = search(config, train, validation, num_classes)
     return replace(config, **found["chosen"], recommendation=found)
+
+
+def range_test_figure(recommendation: dict):
+    """The range test of each head input tried: smoothed loss against the rate (log scale),
+    the chosen rate marked."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for tried in recommendation["tried"]:
+        curve = tried["range_test"]
+        figure.add_trace(go.Scatter(x=curve["rates"], y=curve["losses"], mode="lines",
+                                    name=f"{tried['pooling']}: smoothed loss"))
+        # The chosen rate is a tenth of the minimum, between the sweep's points: interpolate.
+        at = float(np.interp(np.log(tried["learning_rate"]), np.log(curve["rates"]),
+                             curve["losses"]))
+        rate = tried["learning_rate"]
+        figure.add_trace(go.Scatter(x=[rate], y=[at], mode="markers", marker_symbol="star",
+                                    marker_size=12, name=f"{tried['pooling']}: chosen {rate:.1e}"))
+    figure.update_layout(title="Learning-rate range test", xaxis_type="log",
+                         xaxis_title="learning rate", yaxis_title="training loss (smoothed)",
+                         height=320, margin=dict(t=40, l=0, r=0, b=0))
+    return figure
+
+
+def recommendation_lines(recommendation: dict) -> list[str]:
+    """What was tried and what was chosen, in words, for the Curves page."""
+    chosen, rule = recommendation["chosen"], recommendation["rule"]
+    lines = [f"{t['pooling']}: rate {t['learning_rate']:.1e}, best epoch {t['best_epoch']} of "
+             f"{t['epochs_run']}, validation loss {t['val_loss']:.4f}, accuracy "
+             f"{100 * t['val_accuracy']:.1f}%" for t in recommendation["tried"]]
+    lines.append(f"Chosen: {chosen['pooling']} at {chosen['learning_rate']:.1e} for at most "
+                 f"{chosen['epochs']} epochs, early stopping with patience "
+                 f"{chosen['early_stopping_patience']} ({recommendation['seconds']:.0f} s of "
+                 f"search). Rules: rate, {rule['learning_rate']}; input, {rule['pooling']}; "
+                 f"epochs, {rule['epochs']}.")
+    return lines
