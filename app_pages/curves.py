@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core.curves import best_epoch, curves_figure, curves_table
+from transfer_core.recommend import range_test_figure, recommendation_lines
 
 st.title("Curves")
 st.caption("Step 3 of 5 · training against validation. Where validation stops improving while "
@@ -75,6 +76,12 @@ for name, rows in records.items():
         st.caption(caption)
     for warning in by_name[name].warnings():
         st.caption(f":material/warning: {name}: {warning}")
+    searched = by_name[name].config.recommendation
+    if searched:  # "Recommended for this dataset": what it measured before training
+        with st.expander(f"{name}: how the recommended settings were found"):
+            st.plotly_chart(range_test_figure(searched), key=f"range_test_{name}")
+            for line in recommendation_lines(searched):
+                st.caption(line)
 
 table = curves_table(records, factor)
 buffer = io.StringIO()

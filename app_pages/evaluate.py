@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages import _ui as ui
+from transfer_core.baseline import baseline_lines
 from transfer_core.errors import TransferLabError, system_error
 from transfer_core.evaluation import current_evaluation, evaluate
 from transfer_core.stats import accuracy_text
@@ -47,6 +48,8 @@ if result.get("evaluated_on") == "validation":
                "for an honest score.", icon=":material/warning:")
 # A test split is a sample: say how far the true accuracy may lie from this one.
 st.caption("Test accuracy " + accuracy_text(result["accuracy"], result["images"]) + ".")
+for line in baseline_lines(result):  # does the dense head beat a plain linear model?
+    st.caption(f":material/balance: {line}")
 
 classes = result["classes"]
 matrix = result["confusion_matrix"]

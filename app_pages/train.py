@@ -4,13 +4,14 @@ import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core import jobs
-from transfer_core.backbones import BACKBONES, imagenet_weights_path
+from transfer_core.backbones import BACKBONES, imagenet_weights_path, size_advice
 from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.features import FeatureCache, view_bank_bytes
 from transfer_core.precision import PRECISIONS, cpu_has_bf16
+from transfer_core.recommend import PATIENCE, SETTINGS, default_settings
 from transfer_core.runs import STRATEGIES, Run, TrainConfig
 from transfer_core.storage import human_size
 from transfer_core.strategies import STRATEGY_HELP, name_below
@@ -73,6 +74,10 @@ def settings_form(manifest) -> TrainConfig | None:
         size = st.number_input("Image size (pixels)", 32, 512,
                                last["image_size"] if same else backbone.default_size, step=16,
                                key=f"size_{name}", help="Every photo is resized to this square.")
+        trained_at, too_far = size_advice(name, int(size))
+        st.caption(trained_at)
+        if too_far:
+            st.warning(too_far, icon=":material/photo_size_select_large:")
         weights = st.radio("Weights", ["imagenet", "none"], horizontal=True, key="weights",
                            index=int(setting(last, "weights") == "none"),
                            format_func={"imagenet": "ImageNet (pretrained)",
@@ -97,12 +102,16 @@ def settings_form(manifest) -> TrainConfig | None:
                         index=STRATEGIES.index(setting(last, "strategy")),
                         format_func=lambda s: s.replace("_", " "))
     st.info(STRATEGY_HELP[strategy], icon=":material/school:")
+    chosen_settings = settings_input(manifest, last)
+    recommended = chosen_settings == "recommended"
 
     c1, c2, c3, c4 = st.columns(4)
+    # Recommended: these two are measured when the run starts; the inputs show the chapter's.
     epochs = c1.number_input("Epochs" if strategy != "fine_tune" else "Epochs (classifier)",
-                             1, 500, setting(last, "epochs"), key="epochs")
+                             1, 500, setting(last, "epochs"), key="epochs",
+                             disabled=recommended)
     learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, setting(last, "learning_rate"),
-                                    step=1e-5, format="%.1e",
+                                    step=1e-5, format="%.1e", disabled=recommended,
                                     key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
     batch_size = c3.number_input("Batch size", 1, 512, setting(last, "batch_size"),
                                  key="batch_size")
@@ -130,6 +139,7 @@ def settings_form(manifest) -> TrainConfig | None:
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
+                               disabled=recommended,
                                index=int(setting(last, "pooling") == "avg"),
                                format_func={"flatten": "Flatten (the chapter)",
                                             "avg": "Global average pooling (smaller, faster)"}.get)
@@ -159,10 +169,34 @@ def settings_form(manifest) -> TrainConfig | None:
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
             early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=int(views),
-            classes=manifest.classes, class_weight=class_weight, precision=run_precision)
+            classes=manifest.classes, class_weight=class_weight, precision=run_precision,
+            settings=chosen_settings)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
+
+
+def settings_input(manifest, last: dict) -> str:
+    """The chapter's settings or ones measured on this dataset, with which is in use and why."""
+    default, why = default_settings(manifest)
+    if last.get("manifest") == manifest.path and last.get("settings") in SETTINGS:
+        default, why = last["settings"], "the current run used them"
+    choice = st.radio("Settings", SETTINGS[::-1], horizontal=True, key="settings",
+                      index=SETTINGS[::-1].index(default),
+                      format_func={"chapter": "The chapter's settings",
+                                   "recommended": "Recommended for this dataset"}.get)
+    reason = why if choice == default else "chosen here"
+    if choice == "recommended":
+        st.caption(f"In use: recommended ({reason}). When the run starts, it measures on the "
+                   "training and validation splits only: the head input (flatten or average "
+                   "pooling), the learning rate (a range test: a tenth of the rate with the "
+                   f"lowest loss) and the epochs (early stopping, patience {PATIENCE}). The "
+                   "Curves page shows what it tried. Epochs, learning rate and head input "
+                   "below are replaced.")
+    else:
+        st.caption(f"In use: the chapter's settings ({reason}): Flatten → Dense 256, RMSprop "
+                   "at 2e-5, 30 epochs, batch 20, tuned for VGG16 on 4,000 photos.")
+    return choice
 
 
 def precision_input(default: str) -> str:
@@ -174,6 +208,8 @@ def precision_input(default: str) -> str:
                          "measures both once and takes bfloat16 only when it is faster and "
                          "labels a check set of your training photos the same as float32; the "
                          "classifier always trains in float32. docs/BENCHMARKS.md (bfloat16).")
+
+
 
 
 def class_weight_input(train_counts: dict, default: str) -> str:

@@ -419,6 +419,10 @@ def training(tmp_path_factory):
         assert at.number_input(key="size_vgg16").value == 32
         at.selectbox(key="backbone").set_value("vgg16").run()
         at.radio(key="weights").set_value("none").run()
+        # Not the chapter's split, so the page starts on settings measured on it; say why
+        assert at.radio(key="settings").value == "recommended"
+        seen["settings"] = [c for c in texts(at.caption) if c.startswith("In use")]
+        at.radio(key="settings").set_value("chapter").run()
         at.number_input(key="epochs").set_value(3).run()
         at.number_input(key="learning_rate").set_value(1e-3).run()
         assert_no_exception(at)
@@ -468,6 +472,7 @@ def test_train_page_starts_a_run_that_finishes_and_shows_its_curves(on_trained):
 
     assert seen["errors"] == []
     assert seen["estimate"] and "feature extraction" in seen["estimate"][0]
+    assert "not the chapter's split" in seen["settings"][0], seen["settings"]
     assert seen["after_start"]["subheaders"] == [f"Run {run.name}"]
     assert "Stop" in seen["after_start"]["buttons"], "a queued or running run can be stopped"
 

@@ -180,3 +180,17 @@ def test_the_preprocess_layer_survives_save_and_safe_load(tmp_path):
     images = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3)).astype("uint8")
     np.testing.assert_allclose(loaded.predict(images, verbose=0),
                                model.predict(images, verbose=0))
+
+
+def test_the_train_page_warns_when_the_size_is_far_from_the_weights_training_size():
+    from transfer_core.backbones import size_advice
+
+    fact, warning = size_advice("vgg16", 150)  # the chapter's size: 0.67× of 224, no warning
+    assert "224×224" in fact and warning is None
+    assert "more than 2×" in size_advice("vgg16", 96)[1]  # 0.43×
+    assert "more than 2×" in size_advice("resnet50_v2", 512)[1]
+    # MobileNetV2 has weights per size: at 96 px they were trained at 96, so 96 is fine
+    fact, warning = size_advice("mobilenet_v2", 96)
+    assert "96×96" in fact and warning is None
+    assert "224×224" in size_advice("mobilenet_v2", 100)[0]  # no 100 px weights: 224's load
+    assert "below the 32 px" in size_advice("efficientnet_b0", 24)[1]

@@ -133,3 +133,24 @@ def test_a_split_evaluated_on_validation_says_so(trained, monkeypatch):
     assert result["images"] == 3 * COUNTS[1]
     monkeypatch.undo()
     assert evaluate(run, force=True)["evaluated_on"] == "test"  # as the other tests expect
+
+
+def test_a_feature_extraction_run_is_scored_beside_a_logistic_regression(trained):
+    """The Evaluate page and `evaluate` show a plain linear model on the same features."""
+    from transfer_core.baseline import C_GRID, baseline_lines
+
+    run = trained["runs"]["feature_extraction"]
+    result = evaluate(run, force=True)
+    found = read_json(run.folder / "evaluation.json")["baseline"]
+    assert found == result["baseline"]
+    assert found["images"] == 3 * COUNTS[2] and found["val_images"] == 3 * COUNTS[1]
+    assert found["accuracy"] >= 0.6  # colours: easy for a linear model too; chance is 1/3
+    best = max(found["tried"], key=lambda t: (t["val_accuracy"], -t["val_loss"]))
+    assert found["C"] == best["C"] and [t["C"] for t in found["tried"]] == list(C_GRID)
+    text = " ".join(baseline_lines(result))
+    assert "logistic regression" in text and "Wilson interval" in text
+    assert "earns its keep" in text or "does no better" in text or "does not earn" in text
+
+
+def test_runs_that_train_on_augmented_views_have_no_baseline(trained):
+    assert evaluate(trained["runs"]["fine_tune"])["baseline"] is None

@@ -78,3 +78,12 @@ def test_cli_evaluate_and_runs_show_the_interval(tmp_path, capsys):
     assert "95% Wilson interval over 6 test photos" in first, first
     assert main(["runs", "--workspace", str(workspace)]) == 0
     assert "95% Wilson interval over 6 test photos" in capsys.readouterr().out
+
+
+def test_the_same_difference_on_every_seed_gets_no_p_value():
+    # Accuracies move in steps of 1/2000: two seeds can differ by exactly the same amount,
+    # which says nothing about how sure the difference is.
+    result = paired_comparison([0.9685, 0.9695], [0.9630, 0.9640])
+    assert result.p_value is None and not result.significant()
+    text = comparison_text("feature_extraction", "feature_extraction_augmented", result)
+    assert "the same +0.55 points on each of 2 seeds" in text and "run more seeds" in text

@@ -30,6 +30,10 @@ class Backbone:
     fine_tune_from: str  # first layer unfrozen by the fine_tune strategy
     weights_file: str  # Keras' cache file name for ImageNet weights without the top
     summary: str
+    # The input size its ImageNet weights were trained at (Keras' applications docs), and
+    # the smallest Keras accepts (`min_size` in keras.applications' input-shape check).
+    imagenet_size: int = 224
+    min_size: int = 32
 
     def weights_filename(self, image_size: int) -> str:
         return self.weights_file.format(size=_nearest_mobilenet_size(image_size))
@@ -65,6 +69,36 @@ def get_backbone(name: str) -> Backbone:
 def _nearest_mobilenet_size(size: int) -> int:
     # Keras ships MobileNetV2 weights for these sizes only and uses 224's otherwise.
     return size if size in (96, 128, 160, 192, 224) else 224
+
+
+# The rule of the size warning: more than this factor away from the weights' training size.
+SIZE_FACTOR = 2.0
+
+
+def trained_size(backbone: Backbone, image_size: int) -> int:
+    """The input size the ImageNet weights loaded at `image_size` were trained at: MobileNetV2
+    has weights per size (96 to 224) and takes 224's for any other size."""
+    if backbone.name == "mobilenet_v2":
+        return _nearest_mobilenet_size(image_size)
+    return backbone.imagenet_size
+
+
+def size_advice(name: str, image_size: int) -> tuple[str, str | None]:
+    """(what the weights were trained at, a warning when `image_size` is far from it or below
+    what Keras accepts, else None). The rule: under 1/SIZE_FACTOR or over SIZE_FACTOR times
+    the training size, filters tuned to objects of one scale see them much smaller or larger."""
+    backbone = get_backbone(name)
+    trained = trained_size(backbone, image_size)
+    fact = f"{backbone.label}'s ImageNet weights were trained on {trained}×{trained} photos."
+    if image_size < backbone.min_size:
+        return fact, (f"{image_size} px is below the {backbone.min_size} px Keras accepts for "
+                      f"{backbone.label}; use at least {backbone.min_size}.")
+    if not trained / SIZE_FACTOR <= image_size <= trained * SIZE_FACTOR:
+        return fact, (f"{image_size} px is more than {SIZE_FACTOR:g}× away from {trained} px: "
+                      "the pretrained filters see objects at a scale far from the one they "
+                      f"learned, and accuracy usually drops. Stay within {trained / SIZE_FACTOR:g}"
+                      f"–{trained * SIZE_FACTOR:g} px unless you measure otherwise.")
+    return fact, None
 
 
 def keras_home() -> Path:

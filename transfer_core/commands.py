@@ -236,6 +236,11 @@ def _train_arguments(parser):
     parser.add_argument("--class-weight", default=d.class_weight, choices=CLASS_WEIGHTS,
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
+    parser.add_argument("--settings", choices=["recommended", "chapter"], default=None,
+                        help="recommended: measure the head input, learning rate and epochs on "
+                             "the training and validation splits when the run starts (they "
+                             "replace --pooling, --learning-rate, --epochs, --early-stopping); "
+                             "default: chapter for the chapter's presets, else recommended")
     parser.add_argument("--seed", type=int, default=d.seed)
     _precision_argument(parser)
     parser.add_argument("--run-dir", default=None, type=path_argument,
@@ -253,7 +258,18 @@ def _train_config(args):
         fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
         pooling=args.pooling, monitor=args.monitor,
         early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
-        class_weight=args.class_weight, precision=args.precision)
+        class_weight=args.class_weight, precision=args.precision, settings=_settings(args))
+
+
+def _settings(args) -> str:
+    from .recommend import default_settings
+
+    if args.settings:
+        return args.settings
+    try:
+        return default_settings(load_manifest(args.data))[0]
+    except DatasetError:  # no readable manifest: the checks before training say so in full
+        return "chapter"
 
 
 def _fmt(value, percent=False):
@@ -364,6 +380,7 @@ class Evaluate:
 
     @staticmethod
     def run(args):
+        from .baseline import baseline_lines
         from .evaluation import evaluate
         from .runs import find_run
         from .stats import accuracy_text
@@ -379,6 +396,7 @@ class Evaluate:
                   f", F1 {_fmt(m['f1'], True)}" for c, m in result["per_class"].items()]
         lines.append(f"  confusion matrix (rows: true {result['classes']}): "
                      f"{result['confusion_matrix']}")
+        lines += [f"  {line}" for line in baseline_lines(result)]
         return result, "\n".join(lines)
 
 

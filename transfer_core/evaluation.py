@@ -11,8 +11,9 @@ import time
 import numpy as np
 from sklearn import metrics
 
+from .baseline import baseline
 from .datasets import load_manifest
-from .errors import DatasetError, ImageError
+from .errors import DatasetError, ImageError, TransferLabError
 from .inputs import SPLIT_AGAIN, check_split_files, inference_batches
 from .predict import load_run_model, probabilities
 from .runs import Run
@@ -56,9 +57,19 @@ def evaluate(run: Run, batch_size: int = 32, split: str = "test", force: bool = 
     # A split without a test folder may be evaluated on validation: the pages must say so.
     evaluated_on = "validation" if split == "test" and manifest.test_is_validation else split
     result.update(split=split, evaluated_on=evaluated_on, model_mtime_ns=stamp,
-                  seconds=round(time.perf_counter() - started, 2))
+                  seconds=round(time.perf_counter() - started, 2),
+                  baseline=_baseline(run, split))
     write_json_atomic(run.folder / "evaluation.json", result)
     return result
+
+
+def _baseline(run: Run, split: str) -> dict | None:
+    """The logistic-regression baseline beside the run's score; a failure is said in it,
+    never a failed evaluation (the run's own figures stand without it)."""
+    try:
+        return baseline(run, split)
+    except TransferLabError as exc:
+        return {"error": str(exc)}
 
 
 def _predict_all(model, paths, image_size, batch_size, progress) -> np.ndarray:

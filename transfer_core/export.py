@@ -29,6 +29,7 @@ from .errors import DatasetError, TransferLabError
 from .export_formats import FILES, FLOAT_FORMATS, FORMATS
 from .inputs import check_split_files
 from .layers import Preprocess
+from .precision import in_float32
 from .predict import Predictor, load_run_model
 from .runs import Run
 from .storage import temp_prefix
@@ -438,7 +439,9 @@ def export_run(run: Run, formats=FORMATS, out: str | Path | None = None,
     formats = parse_formats(formats)
     report = progress or (lambda text: None)
     config = run.config
-    model = raw_pixel_model(load_run_model(run), config.image_size)
+    # Exports compute in float32: TFLite has no bfloat16 convolutions, and float32 is what
+    # every runtime reads. The app's reference below is then float32 too.
+    model = raw_pixel_model(in_float32(load_run_model(run)), config.image_size)
     mode = model_mode(run)
     paths, labels = split_photos(run, "test", parity_images)
     report(f"the app's predictions on {len(paths)} test photos")
@@ -491,6 +494,7 @@ def model_mode(run: Run) -> str:
 def _app_probabilities(run: Run, paths: list[str]) -> np.ndarray:
     """What the app's Predict page says for each photo (predict.Predictor, the same files)."""
     predictor = Predictor(run)
+    predictor.model = in_float32(predictor.model)  # as exported (see export_run)
     results = predictor.predict(paths)
     bad = [r["error"] for r in results if "error" in r]
     if bad:

@@ -77,6 +77,37 @@ def building_in(precision: str):
         keras.config.set_dtype_policy(before)
 
 
+def computes_in_bfloat16(model) -> bool:
+    """Whether any layer of `model` (nested models included) computes in bfloat16."""
+    return any(layer.dtype_policy.compute_dtype == "bfloat16"
+               for layer in model._flatten_layers(include_self=False, recursive=True))
+
+
+def in_float32(model):
+    """The same model, weights and all, computing in float32 everywhere: for a CPU without
+    native bfloat16 (where bfloat16 is slow) and for exports (TFLite has no bfloat16
+    convolutions). The variables are float32 under either policy, so they copy over as they are.
+    """
+    import keras
+
+    if not computes_in_bfloat16(model):
+        return model
+    config = _float32_policies(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _float32_policies(node):
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and isinstance(node.get("config"), dict):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_policies(value) for value in node]
+    return node
+
+
 def resolve(precision: str, backbone: str, weights: str, image_size: int,
             check_set=None, workspace=None, flags: set[str] | None = None) -> dict:
     """The precision to use and why: {"precision", "asked", "reason", ...measurements}.

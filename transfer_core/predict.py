@@ -18,6 +18,7 @@ from PIL import Image
 from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
 from .errors import ImageError, RunError
 from .images import open_rgb
+from .precision import cpu_has_bf16, in_float32
 from .runs import Run
 
 # What a file that is not a complete, sound .keras archive makes Keras raise on loading.
@@ -54,7 +55,9 @@ def load_run_model(run: Run) -> keras.Model:
     problem = run.model_problem()
     if problem:
         raise RunError(problem)
-    return load_model(run.model_path)
+    model = load_model(run.model_path)
+    # A base trained in bfloat16 elsewhere would run slower here than in float32.
+    return model if cpu_has_bf16() else in_float32(model)
 
 
 def _code_kind(exc: Exception) -> str:

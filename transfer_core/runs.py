@@ -84,6 +84,11 @@ class TrainConfig:
     # The conv base's arithmetic: "auto" takes bfloat16 where the CPU has it natively and it
     # was measured faster with the same predictions (precision.py); the head stays float32.
     precision: str = "auto"
+    # "recommended": the head input, learning rate and epochs are measured on the training
+    # and validation splits when the run starts (recommend.py), the search kept in
+    # `recommendation`; "chapter": the settings as given.
+    settings: str = "chapter"
+    recommendation: dict = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
     def __post_init__(self):
@@ -111,6 +116,7 @@ class TrainConfig:
             (all(isinstance(c, str) for c in self.classes), "classes", "a list of names"),
             (self.class_weight in CLASS_WEIGHTS, "class_weight", " or ".join(CLASS_WEIGHTS)),
             (self.precision in PRECISIONS, "precision", " or ".join(PRECISIONS)),
+            (self.settings in ("chapter", "recommended"), "settings", "chapter or recommended"),
         ]
         for ok, name, rule in checks:
             if not ok:

@@ -83,16 +83,20 @@ def paired_comparison(a, b, confidence: float = CONFIDENCE) -> Comparison:
     difference = mean_interval(a - b, confidence)
     if len(a) < 2:
         return Comparison(difference, None)
-    if np.allclose(a - b, (a - b)[0]):  # no spread: t is infinite or undefined
-        return Comparison(difference, 1.0 if np.isclose((a - b)[0], 0) else 0.0)
+    if np.allclose(a - b, (a - b)[0]):  # no spread: t is infinite or undefined, no test
+        return Comparison(difference, None)
     return Comparison(difference, float(_scipy.ttest_rel(a, b).pvalue))
 
 
 def comparison_text(name_a: str, name_b: str, comparison: Comparison) -> str:
     """Plain words: "fine_tune beat feature_extraction by 0.9 points (0.4 to 1.4), p = 0.01"."""
     d = comparison.difference
-    if comparison.p_value is None:
+    if comparison.p_value is None and d.n < 2:
         return f"{name_a} against {name_b}: one seed each, so no test can tell them apart."
+    if comparison.p_value is None:
+        return (f"{name_a} and {name_b} differ by the same {100 * d.mean:+.2f} points on each "
+                f"of {d.n} seeds: with no spread a t-test cannot say how sure that is; run "
+                "more seeds.")
     if not comparison.significant():
         return (f"{name_a} is not distinguishable from {name_b} with {d.n} seeds "
                 f"(difference {100 * d.mean:+.1f} points, {100 * d.low:+.1f} to "

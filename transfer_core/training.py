@@ -26,8 +26,9 @@ from .history import is_better
 from .precision import building_in, check_set
 from .precision import resolve as resolve_precision
 from .inputs import changed_file_error, image_dataset
+from .recommend import recommended_config
 from .runs import Run, TrainConfig
-from .storage import os_error_in, save_model_atomic, write_failure
+from .storage import os_error_in, save_model_atomic, write_failure, write_json_atomic
 from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
                          check_frozen_unchanged, compile_model, freeze_base, inference_model,
                          layer_below, phase_audit, top_model, unfreeze_from)
@@ -89,7 +90,11 @@ def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
         config = run.config
         run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
                           stage="starting", device=configure())
-        session = _Session(run, config, workspace or run.folder.parent.parent, callbacks, timer)
+        workspace = workspace or run.folder.parent.parent
+        keras.utils.set_random_seed(config.seed)
+        if config.settings == "recommended" and not config.recommendation:
+            config = _recommend(run, config, workspace, timer or _untimed)
+        session = _Session(run, config, workspace, callbacks, timer)
         keras.utils.set_random_seed(config.seed)  # after "auto"'s measurement, which builds models
         session.execute()
         return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
@@ -105,6 +110,27 @@ def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
             return _failed(run, write_failure(failed_write, run.folder, "training"))
         traceback.print_exc()  # a bug: keep the traceback in the log, a line in the status
         return _failed(run, f"{type(exc).__name__}: {exc}")
+
+
+def _recommend(run: Run, config: TrainConfig, workspace, timer) -> TrainConfig:
+    """Measure the recommended settings on the cached features and write them, with what was
+    tried, into config.json before training with them."""
+    manifest, cache = load_manifest(config.manifest), FeatureCache(workspace)
+
+    def features(split):
+        if not manifest.files(split)[0]:
+            return None
+        run.update_status(stage=f"extracting {split} features for the settings search")
+        with timer("features"):
+            found = cache.extract(manifest, split, feature_spec(config),
+                                  should_stop=run.stop_requested)
+        return found.features, found.labels
+
+    train, validation = features("train"), features("validation")
+    run.update_status(stage="measuring the recommended settings", progress=None)
+    config = recommended_config(config, train, validation, len(manifest.classes))
+    write_json_atomic(run.folder / "config.json", config.to_dict())
+    return config
 
 
 def _failed(run: Run, error: str) -> dict:

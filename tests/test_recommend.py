@@ -1,0 +1,122 @@
+"""Recommended settings: the learning-rate range test, what a recommended run records, and
+that the chapter's presets keep the chapter's settings."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_folder_dataset
+from transfer_core.cli import build_parser
+from transfer_core.commands import _train_config
+from transfer_core.datasets import SplitRequest, load_manifest, scan, split
+from transfer_core.recommend import (PATIENCE, default_settings, lr_range_test,
+                                     range_test_figure, recommendation_lines)
+from transfer_core.runs import Run, TrainConfig
+from transfer_core.storage import read_json
+from transfer_core.strategies import compile_model
+from transfer_core.training import train
+
+
+def synthetic_problem(seed=0, n=400, dims=16):
+    """Two Gaussian classes a linear model separates well, standardized inputs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(0, 1, (n, dims)) + np.outer(2 * y - 1, rng.normal(0, 0.6, dims))
+    return x.astype("float32"), y.astype("float32")
+
+
+def logistic_model(dims=16):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((dims,)), keras.layers.Dense(1, activation="sigmoid")])
+
+
+def loss_after(rate, x, y, steps=100, batch=20):
+    """The oracle: the training loss after `steps` batches at a fixed `rate`."""
+    model = logistic_model()
+    compile_model(model, 2, rate)
+    model.fit(x, y, batch_size=batch, epochs=steps * batch // len(x), verbose=0, shuffle=False)
+    return float(model.evaluate(x, y, verbose=0)[0])
+
+
+def test_the_range_test_picks_a_rate_in_the_known_good_range():
+    x, y = synthetic_problem()
+    model = logistic_model()
+    compile_model(model, 2, 1e-7)
+    found = lr_range_test(model, x, y, batch_size=20)
+    # The good range, measured: rates whose loss after the same 100 batches is within 25% of
+    # the best rate's (too low barely moves from ln 2; too high overshoots).
+    grid = [10.0 ** e for e in range(-6, 1)]
+    losses = {rate: loss_after(rate, x, y) for rate in grid}
+    best = min(losses.values())
+    good = [rate for rate, loss in losses.items() if loss <= 1.25 * best]
+    assert min(good) / 3 <= found["chosen"] <= max(good) * 3, (found["chosen"], losses)
+    assert losses[1e-6] > 1.25 * best  # the problem has a range to find: not every rate works
+    assert found["chosen"] == pytest.approx(
+        found["rates"][int(np.argmin(found["losses"]))] / 10)  # the stated rule
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recommend")
+    folder = make_folder_dataset(root / "colours", 20)
+    workspace = root / "workspace"
+    manifest = split(scan(folder, workers=1), SplitRequest(counts=(12, 4, 4))).save(
+        workspace, "colours")
+    return workspace, manifest
+
+
+def test_a_recommended_run_records_what_it_tried_and_chose(colours):
+    workspace, manifest = colours
+    config = TrainConfig(manifest=str(manifest), backbone="vgg16", weights="none",
+                         image_size=32, batch_size=4, settings="recommended")
+    run = Run.create(workspace, config, "recommended")
+    assert train(run, workspace)["state"] == "finished"
+    saved = read_json(run.folder / "config.json")
+    found = saved["recommendation"]
+    assert [t["pooling"] for t in found["tried"]] == ["flatten", "avg"]
+    chosen = min(found["tried"], key=lambda t: t["val_loss"])
+    assert saved["pooling"] == chosen["pooling"] == found["chosen"]["pooling"]
+    assert saved["learning_rate"] == chosen["learning_rate"] != TrainConfig.learning_rate
+    assert saved["early_stopping_patience"] == PATIENCE
+    assert saved["epochs"] == chosen["best_epoch"] + PATIENCE
+    curve = chosen["range_test"]
+    assert len(curve["rates"]) == len(curve["losses"]) > 10
+    assert curve["rates"] == sorted(curve["rates"])  # the sweep rises
+    assert run.config.recommendation == found  # the Curves page reads it back
+    assert len(run.epochs()) <= saved["epochs"]
+    figure = range_test_figure(found)  # the Curves page's: each curve and its chosen point
+    stars = [t for t in figure.data if t.mode == "markers"]
+    assert [s.x[0] for s in stars] == [t["learning_rate"] for t in found["tried"]]
+    assert f"Chosen: {saved['pooling']}" in recommendation_lines(found)[-1]
+
+
+def test_the_chapters_presets_default_to_the_chapters_settings(tmp_path):
+    chapter = load_manifest_for(tmp_path, SplitRequest(preset="chapter"), per_class=8)
+    custom = load_manifest_for(tmp_path, SplitRequest(counts=(2, 2, 2)), per_class=8)
+    assert default_settings(chapter)[0] == "chapter"
+    assert default_settings(custom)[0] == "recommended"
+    parser = build_parser()
+    for manifest, expected in ((chapter, "chapter"), (custom, "recommended")):
+        args = parser.parse_args(["train", "--data", manifest.path])
+        assert _train_config(args).settings == expected
+        args = parser.parse_args(["train", "--data", manifest.path, "--settings", "chapter"])
+        config = _train_config(args)
+        assert (config.settings, config.learning_rate, config.pooling, config.epochs) == (
+            "chapter", 2e-5, "flatten", 30)
+    assert TrainConfig(manifest="m.json").settings == "chapter"  # the core's default
+
+
+def load_manifest_for(tmp_path, request, per_class):
+    from conftest import make_kaggle_dataset
+
+    name = request.preset or "custom"
+    folder = make_kaggle_dataset(tmp_path / name, per_class)
+    if request.preset:  # the chapter's preset needs 2000 + 1000 + 1000 photos per class
+        request = SplitRequest(counts=(2, 2, 2))
+        manifest = split(scan(folder, workers=1), request)
+        manifest.request["preset"] = "chapter"
+    else:
+        manifest = split(scan(folder, workers=1), request)
+    return load_manifest(manifest.save(tmp_path / "workspace", name))
