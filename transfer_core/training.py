@@ -25,9 +25,14 @@ from .history import is_better
 from .inputs import changed_file_error, image_dataset
 from .runs import Run, TrainConfig
 from .storage import StorageError, os_error_in, temp_prefix, write_failure
-from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
-                         check_frozen_unchanged, compile_model, freeze_base, inference_model,
-                         layer_below, phase_audit, top_model, unfreeze_from)
+from .strategies import (build_base_for, build_full_model, build_head, build_scratch_model,
+                         cached_trainer, check_frozen_unchanged, compile_model, freeze_base,
+                         inference_model, layer_below, phase_audit, scratch_inference_model,
+                         top_model, unfreeze_from)
+
+
+NOTHING_FROZEN = ("from scratch: there is no pretrained base, so nothing is frozen and every "
+                  "layer trains from random weights")
 
 
 def feature_spec(config: TrainConfig, views: int = 0, layer: str | None = None) -> FeatureSpec:
@@ -75,6 +80,8 @@ class _Session:
         self.audits = []
 
     def execute(self):
+        if self.config.strategy == "from_scratch":
+            return self._from_scratch()
         base = build_base_for(self.config)
         if self.config.strategy == "fine_tune":
             layer_below(base, self.config.fine_tune_from)  # a bad boundary fails now, not later
@@ -98,6 +105,18 @@ class _Session:
             last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
             self.run.update_status(saved_epoch=last)
 
+    def _from_scratch(self):
+        """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
+        so nothing can be cached (the audit says so: every layer trains)."""
+        self.model, self.base, self.head = build_scratch_model(self.config, self.num_classes,
+                                                               augment=True)
+        self.saved_model = scratch_inference_model(self.base, self.head, self.config)
+        self._phase("head", self._fit_end_to_end, len(self.model.trainable_weights))
+        if not self.run.model_path.exists():  # no validation split: keep the last epoch
+            save_model_atomic(self.saved_model, self.run.model_path)
+            last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
+            self.run.update_status(saved_epoch=last)
+
     def _phase(self, name: str, fit, tensors_unfrozen: int):
         audit = phase_audit(self.model, self.base, name)
         audit["trainable_weight_tensors_if_base_unfrozen"] = tensors_unfrozen
@@ -110,7 +129,8 @@ class _Session:
             self._write_audit()
 
     def _write_audit(self):
-        self.run.write_audit({"strategy": self.config.strategy, "phases": [
+        note = {"note": NOTHING_FROZEN} if self.config.strategy == "from_scratch" else {}
+        self.run.write_audit({"strategy": self.config.strategy, **note, "phases": [
             {k: v for k, v in a.items() if not k.endswith("_checksums_before")}
             | {"frozen_layer_checksums": a["frozen_checksums_before"]} for a in self.audits]})
 
@@ -198,8 +218,7 @@ class _Session:
         rate = config.learning_rate if phase == "head" else config.fine_tune_learning_rate
         compile_model(self.model, self.num_classes, rate)
         recorder = self._recorder(phase, math.ceil(len(paths) / config.batch_size))
-        self.run.update_status(stage="training the classifier on the frozen base" if phase == "head"
-                               else f"fine-tuning from {config.fine_tune_from}", progress=None)
+        self.run.update_status(stage=_end_to_end_stage(config, phase), progress=None)
         initial = 0 if phase == "head" else config.epochs
         final = config.epochs if phase == "head" else config.total_epochs
         self.model.fit(train, validation_data=validation, epochs=final, initial_epoch=initial,
@@ -223,6 +242,14 @@ class _Session:
 
     def _has(self, split):
         return bool(self.manifest.files(split)[0])
+
+
+def _end_to_end_stage(config: TrainConfig, phase: str) -> str:
+    if config.strategy == "from_scratch":
+        return "training the convnet from scratch"
+    if phase == "head":
+        return "training the classifier on the frozen base"
+    return f"fine-tuning from {config.fine_tune_from}"
 
 
 class ViewBank(keras.utils.PyDataset):
