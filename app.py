@@ -1,4 +1,4 @@
-"""Transfer Lab: the frame around the five pages (navigation and the sidebar's status)."""
+"""Transfer Lab: the frame around the pages (navigation and the sidebar's status)."""
 
 from transfer_core import quiet
 
@@ -16,6 +16,7 @@ navigation = st.navigation([
     st.Page(ui.PAGES["curves"], title="Curves", icon=":material/show_chart:"),
     st.Page(ui.PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
     st.Page(ui.PAGES["predict"], title="Predict", icon=":material/image_search:"),
+    st.Page(ui.PAGES["compare"], title="Compare", icon=":material/leaderboard:"),
 ])
 ui.sidebar_status()
 navigation.run()

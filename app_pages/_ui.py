@@ -19,6 +19,7 @@ PAGES = {
     "curves": "app_pages/curves.py",
     "evaluate": "app_pages/evaluate.py",
     "predict": "app_pages/predict.py",
+    "compare": "app_pages/compare.py",
 }
 
 

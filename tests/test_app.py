@@ -25,7 +25,8 @@ from transfer_core.sources import make_demo_dataset
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # the first script run imports TensorFlow
 PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py", "curves": "app_pages/curves.py",
-         "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py"}
+         "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py",
+         "compare": "app_pages/compare.py"}
 DEMO_CLASSES = ["forests", "oceans", "sunsets"]
 
 

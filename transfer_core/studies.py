@@ -349,3 +349,43 @@ def _check_document(data: dict, path: Path) -> None:
         TrainConfig.from_dict(data["settings"])
     except TransferLabError as exc:
         raise DamagedFile(path, f"settings: {exc}") from None
+
+
+def estimate_study_seconds(per_strategy: dict, strategies, seeds: int, n_test: int,
+                           images_per_second: float) -> float:
+    """The whole study: each strategy's estimated run time (estimates.estimate_seconds) once
+    per seed, plus one pass over the test split per run for its accuracy."""
+    runs = len(list(strategies)) * seeds
+    return seeds * sum(per_strategy[s] for s in strategies) + runs * n_test / images_per_second
+
+
+def results_figure(results: dict):
+    """Test accuracy against mean wall time, one point per strategy: the mean with its 95% t
+    interval as an error bar, and each seed's accuracy as a small dot beside it."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    for row in results["strategies"]:
+        scored = [r for r in row["runs"] if r["accuracy"] is not None]
+        if not scored:
+            continue
+        x = (row["mean_seconds"] or 0) / 60
+        label = row["strategy"].replace("_", " ")
+        interval = row["low"] is not None
+        figure.add_trace(go.Scatter(
+            x=[x], y=[100 * row["mean"]], mode="markers+text", name=label, text=[label],
+            textposition="middle right", marker={"size": 12}, legendgroup=label,
+            error_y={"type": "data", "symmetric": False, "visible": interval,
+                     "array": [100 * (row["high"] - row["mean"])] if interval else [0],
+                     "arrayminus": [100 * (row["mean"] - row["low"])] if interval else [0]},
+            hovertemplate=f"{label}<br>mean %{{y:.2f}}%<br>{row['interval_text']}"
+                          "<br>mean wall time %{x:.1f} min<extra></extra>"))
+        figure.add_trace(go.Scatter(
+            x=[x] * len(scored), y=[100 * r["accuracy"] for r in scored], mode="markers",
+            marker={"size": 6, "opacity": 0.5, "color": "black"}, showlegend=False,
+            legendgroup=label, text=[f"seed {r['seed']}" for r in scored],
+            hovertemplate="%{text}: %{y:.2f}%<extra></extra>"))
+    figure.update_layout(xaxis_title="mean wall time per run (minutes)",
+                         yaxis_title="test accuracy (%)", height=420,
+                         margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return figure
