@@ -105,6 +105,19 @@ def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
     return run
 
 
+def test_accuracy_text(run: Run) -> str | None:
+    """"97.4% (96.6–98.0, 95% Wilson interval over 2,000 test photos)" when the
+    run's current model was evaluated; None otherwise (the Evaluate page makes one)."""
+    from transfer_core.stats import accuracy_text
+
+    result = run.evaluation()
+    if not result or not result.get("images") or not run.model_path.exists():
+        return None
+    if result.get("model_mtime_ns") != run.model_path.stat().st_mtime_ns:
+        return None  # evaluated an earlier model: not this one's score
+    return accuracy_text(result["accuracy"], result["images"])
+
+
 def run_label(run: Run) -> str:
     """A run as the pickers show it; a run that did not finish says which epoch's model it
     kept, a damaged one says what is damaged."""
@@ -216,5 +229,8 @@ def _show_run(run) -> None:
     if kept:
         epoch = f" · model of epoch {kept['global_epoch']} kept"
     st.caption(f"{icon} {state}{epoch}")
+    tested = test_accuracy_text(run)
+    if tested:
+        st.caption(f"On the test split: {tested}")
     for warning in run.warnings():
         st.caption(f":material/warning: {warning}")

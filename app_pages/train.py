@@ -87,7 +87,7 @@ def settings_form(manifest) -> TrainConfig | None:
                        icon=":material/warning:")
 
     strategy = st.radio("Strategy", STRATEGIES, key="strategy", horizontal=True,
-                        index=STRATEGIES.index(last.get("strategy", STRATEGIES[0])),
+                        index=STRATEGIES.index(last.get("strategy", "feature_extraction")),
                         format_func=lambda s: s.replace("_", " "))
     st.info(STRATEGY_HELP[strategy], icon=":material/school:")
 
@@ -96,7 +96,8 @@ def settings_form(manifest) -> TrainConfig | None:
                              1, 500, last.get("epochs", 30), key="epochs")
     learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, last.get("learning_rate", 2e-5),
                                     step=1e-5, format="%.1e",
-                                    key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
+                                    key="learning_rate",
+                                    help="The chapter: 2e-5 (RMSprop); 1e-4 from scratch (5.2).")
     batch_size = c3.number_input("Batch size", 1, 512, last.get("batch_size", 20), key="batch_size")
     seed = c4.number_input("Seed", 0, 2**31 - 1, last.get("seed", 1337), key="seed")
     fine_tune_epochs, fine_tune_lr, boundary = 100, 1e-5, backbone.fine_tune_from
@@ -114,8 +115,8 @@ def settings_form(manifest) -> TrainConfig | None:
                                                    else backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
     views = 0
-    if strategy != "feature_extraction":
-        augmented_before = last.get("strategy", "feature_extraction") != "feature_extraction"
+    if strategy in ("feature_extraction_augmented", "fine_tune"):  # a frozen part to bank
+        augmented_before = last.get("strategy") in ("feature_extraction_augmented", "fine_tune")
         views = view_bank_input(facts, strategy, boundary, n_train, n_val,
                                 last.get("view_bank", 3) if augmented_before else 3)
     with st.expander("More settings"):
@@ -251,6 +252,9 @@ def show_run(run: Run):
         left.plotly_chart(curves_figure({run.name: records}, "accuracy"), key="live_acc")
         right.plotly_chart(curves_figure({run.name: records}, "loss"), key="live_loss")
     if run.has_usable_model():
+        tested = ui.test_accuracy_text(run)
+        if tested:
+            st.caption(f":material/fact_check: On the test split: {tested}.")
         c1, c2, c3 = st.columns(3)
         c1.page_link(ui.PAGES["curves"], label="See the curves", icon=":material/show_chart:")
         c2.page_link(ui.PAGES["evaluate"], label="Evaluate on the test set",

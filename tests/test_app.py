@@ -584,6 +584,21 @@ def test_evaluate_page_computes_test_accuracy_and_the_confusion_matrix(on_traine
     assert "Evaluate on the test split" not in [b.label for b in again.button]
 
 
+def test_an_evaluated_run_shows_its_interval_in_the_sidebar_curves_and_train(on_trained):
+    from transfer_core.evaluation import evaluate
+
+    run = on_trained["run"]
+    evaluate(run)  # current for this model (the test above may run alone or not at all)
+    for page in ("curves", "train"):
+        captions = texts(open_page(page).caption)
+        shown = [c for c in captions if "Wilson interval over 27 test photos" in c]
+        assert any(c.startswith("On the test split: ") for c in shown), (page, captions)
+        if page == "curves":
+            assert any(c.startswith(f"{run.name} on the test split: ") for c in shown)
+        else:
+            assert any(c.startswith(":material/fact_check: On the test split:") for c in shown)
+
+
 @pytest.fixture(scope="module")
 def new_pictures(tmp_path_factory) -> dict[str, bytes]:
     """Demo-style pictures the model has never seen (another seed), one per class."""
