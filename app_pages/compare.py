@@ -13,8 +13,13 @@ from transfer_core.errors import TransferLabError, system_error
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.runs import STRATEGIES, TrainConfig
 from transfer_core.strategies import STRATEGY_HELP
-from transfer_core.studies import (Study, estimate_study_seconds, list_studies, results_figure,
-                                   seeds_for)
+from transfer_core.studies import (
+    Study,
+    estimate_study_seconds,
+    list_studies,
+    results_figure,
+    seeds_for,
+)
 
 NEW = "a new study"
 WHY = ("Each strategy runs once per seed; seed k of every strategy shares the split, the test "

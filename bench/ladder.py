@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer_core import config  # noqa: E402
-from transfer_core.studies import find_study  # noqa: E402
+from transfer_core import config
+from transfer_core.studies import find_study
 
 
 def main() -> int:

@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_kaggle_dataset
-from test_app import assert_no_exception, button, clear_caches, open_page, texts, use_workspace
+from test_app import (
+    assert_no_exception,
+    button,
+    clear_caches,
+    open_page,
+    texts,
+    use_workspace,
+)
+
 from transfer_core.datasets import SplitRequest, scan, split
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import write_json_atomic

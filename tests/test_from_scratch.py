@@ -4,8 +4,8 @@ loads back with safe_mode, and predicts and evaluates like the transfer strategi
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_folder_dataset
+
 from transfer_core.datasets import SplitRequest, scan, split
 from transfer_core.errors import RunError
 from transfer_core.evaluation import evaluate

@@ -11,9 +11,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_kaggle_dataset
 from scipy import stats
 
-from conftest import make_kaggle_dataset
 from transfer_core import cli
 from transfer_core.datasets import SplitRequest, scan, split
 from transfer_core.errors import RunError
@@ -97,9 +97,12 @@ def test_a_deleted_run_reads_as_missing_and_is_queued_again(study, workspace):
     assert len(study.start(create_only)) == 1
 
 
+UNKNOWN_STRATEGY = ('{"settings": {"manifest": "m"}, "strategies": ["nope"], "seeds": [1], '
+                    '"runs": []}')
+
+
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"settings": {}, "strategies": "x"}',
-                                     '{"settings": {"manifest": "m"}, "strategies": ["nope"], '
-                                     '"seeds": [1], "runs": []}'])
+                                     UNKNOWN_STRATEGY])
 def test_a_damaged_study_json_is_one_line_and_hides_no_other_study(study, workspace, content):
     other = Study(study.folder.parent / "other")
     other.folder.mkdir()

@@ -192,16 +192,18 @@ def _train_config(args, **override):
     """The TrainConfig of the flags; `override` sets what `compare` varies (strategy, seed)."""
     from .runs import TrainConfig
 
-    return TrainConfig(**{**dict(
-        manifest=str(Path(args.data).resolve()), backbone=args.backbone, weights=args.weights,
-        strategy=getattr(args, "strategy", None), epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs,
-        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
-        batch_size=args.batch_size, image_size=args.image_size,
-        fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
-        pooling=args.pooling, monitor=args.monitor,
-        early_stopping_patience=args.early_stopping, seed=getattr(args, "seed", None),
-        view_bank=args.view_bank, class_weight=args.class_weight), **override})
+    settings = {
+        "manifest": str(Path(args.data).resolve()), "backbone": args.backbone,
+        "weights": args.weights, "strategy": getattr(args, "strategy", None),
+        "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
+        "learning_rate": args.learning_rate,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate,
+        "batch_size": args.batch_size, "image_size": args.image_size,
+        "fine_tune_from": args.fine_tune_from, "preprocessing": args.preprocessing,
+        "pooling": args.pooling, "monitor": args.monitor,
+        "early_stopping_patience": args.early_stopping, "seed": getattr(args, "seed", None),
+        "view_bank": args.view_bank, "class_weight": args.class_weight}
+    return TrainConfig(**{**settings, **override})
 
 
 def _fmt(value, percent=False):
@@ -421,8 +423,8 @@ class Compare:
         if args.no_wait:
             progress = study.progress()
             return ({"study": study.name, "queued": queued, "progress": progress},
-                    f"{study.name}: {progress['finished']} of {progress['total']} runs finished;"
-                    f" {len(queued)} queued. Follow with --name {study.name}.")
+                    (f"{study.name}: {progress['finished']} of {progress['total']} runs "
+                     f"finished; {len(queued)} queued. Follow with --name {study.name}."))
         _wait_for_study(study)
         results = study.results(progress=lambda name: print(f"evaluating {name}…",
                                                             file=sys.stderr, flush=True))

@@ -74,7 +74,7 @@ class Study:
     @classmethod
     def create(cls, workspace: str | Path, base: TrainConfig, strategies, seeds,
                name: str | None = None,
-               scratch_learning_rate: float = SCRATCH_LEARNING_RATE) -> "Study":
+               scratch_learning_rate: float = SCRATCH_LEARNING_RATE) -> Study:
         """A new study (not started): `base` gives every setting but the strategy and seed."""
         strategies, seeds = check_plan(strategies, seeds)
         for strategy in strategies:  # a setting one strategy refuses fails now, not in a run
@@ -284,8 +284,8 @@ def summarize(per_run: list[dict], strategies: list[str], seeds: list[int]) -> d
 
 def table_text(results: dict) -> str:
     """The results as plain text for the CLI."""
-    lines = [f"study {results.get('name', '')}: {results['runs_scored']} of "
-             f"{results['runs_total']} runs scored on the test split"]
+    lines = [(f"study {results.get('name', '')}: {results['runs_scored']} of "
+              f"{results['runs_total']} runs scored on the test split")]
     for row in results["strategies"]:
         seeds = ", ".join(f"seed {r['seed']} {_percent(r['accuracy'])}"
                           + ("" if r["state"] == "finished" else f" ({r['state']})")
