@@ -16,6 +16,7 @@ navigation = st.navigation([
     st.Page(ui.PAGES["curves"], title="Curves", icon=":material/show_chart:"),
     st.Page(ui.PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
     st.Page(ui.PAGES["predict"], title="Predict", icon=":material/image_search:"),
+    st.Page(ui.PAGES["compare"], title="Compare", icon=":material/leaderboard:"),
     st.Page(ui.PAGES["export"], title="Export", icon=":material/output:"),
 ])
 ui.sidebar_status()

@@ -19,6 +19,7 @@ PAGES = {
     "curves": "app_pages/curves.py",
     "evaluate": "app_pages/evaluate.py",
     "predict": "app_pages/predict.py",
+    "compare": "app_pages/compare.py",
     "export": "app_pages/export.py",
 }
 
@@ -103,6 +104,19 @@ def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
     run = next(r for r in candidates if r.name == name)
     set_current_run(run)
     return run
+
+
+def test_accuracy_text(run: Run) -> str | None:
+    """"97.4% (96.6–98.0, 95% Wilson interval over 2,000 test photos)" when the
+    run's current model was evaluated; None otherwise (the Evaluate page makes one)."""
+    from transfer_core.stats import accuracy_text
+
+    result = run.evaluation()
+    if not result or not result.get("images") or not run.model_path.exists():
+        return None
+    if result.get("model_mtime_ns") != run.model_path.stat().st_mtime_ns:
+        return None  # evaluated an earlier model: not this one's score
+    return accuracy_text(result["accuracy"], result["images"])
 
 
 def run_label(run: Run) -> str:
@@ -218,5 +232,8 @@ def _show_run(run) -> None:
     if kept:
         epoch = f" · model of epoch {kept['global_epoch']} kept"
     st.caption(f"{icon} {state}{epoch}")
+    tested = test_accuracy_text(run)
+    if tested:
+        st.caption(f"On the test split: {tested}")
     for warning in run.warnings():
         st.caption(f":material/warning: {warning}")

@@ -74,6 +74,9 @@ for name, rows in records.items():
     caption = kept_caption(by_name[name], rows)
     if caption:
         st.caption(caption)
+    tested = ui.test_accuracy_text(by_name[name])
+    if tested:
+        st.caption(f"{name} on the test split: {tested}.")
     for warning in by_name[name].warnings():
         st.caption(f":material/warning: {name}: {warning}")
     searched = by_name[name].config.recommendation

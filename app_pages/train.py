@@ -112,7 +112,8 @@ def settings_form(manifest) -> TrainConfig | None:
                              disabled=recommended)
     learning_rate = c2.number_input("Learning rate", 1e-7, 1.0, setting(last, "learning_rate"),
                                     step=1e-5, format="%.1e", disabled=recommended,
-                                    key="learning_rate", help="The chapter: 2e-5 (RMSprop).")
+                                    key="learning_rate",
+                                    help="The chapter: 2e-5 (RMSprop); 1e-4 from scratch (5.2).")
     batch_size = c3.number_input("Batch size", 1, 512, setting(last, "batch_size"),
                                  key="batch_size")
     seed = c4.number_input("Seed", 0, 2**31 - 1, setting(last, "seed"), key="seed")
@@ -132,8 +133,9 @@ def settings_form(manifest) -> TrainConfig | None:
                                                    else backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
     views = 0
-    if strategy != "feature_extraction":
-        augmented_before = setting(last, "strategy") != "feature_extraction"
+    if strategy in ("feature_extraction_augmented", "fine_tune"):  # a frozen part to bank
+        augmented_before = setting(last, "strategy") in ("feature_extraction_augmented",
+                                                          "fine_tune")
         views = view_bank_input(facts, strategy, boundary, n_train, n_val,
                                 setting(last if augmented_before else {}, "view_bank"))
     with st.expander("More settings"):
@@ -310,6 +312,9 @@ def show_run(run: Run):
         left.plotly_chart(curves_figure({run.name: records}, "accuracy"), key="live_acc")
         right.plotly_chart(curves_figure({run.name: records}, "loss"), key="live_loss")
     if run.has_usable_model():
+        tested = ui.test_accuracy_text(run)
+        if tested:
+            st.caption(f":material/fact_check: On the test split: {tested}.")
         c1, c2, c3 = st.columns(3)
         c1.page_link(ui.PAGES["curves"], label="See the curves", icon=":material/show_chart:")
         c2.page_link(ui.PAGES["evaluate"], label="Evaluate on the test set",

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # the first script run imports TensorFlow
 PAGES = {"dataset": "app_pages/dataset.py", "train": "app_pages/train.py",
          "curves": "app_pages/curves.py",
-         "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py"}
+         "evaluate": "app_pages/evaluate.py", "predict": "app_pages/predict.py",
+         "compare": "app_pages/compare.py"}
 DEMO_CLASSES = ["forests", "oceans", "sunsets"]
 
 
@@ -635,6 +636,21 @@ def test_evaluate_page_computes_test_accuracy_and_the_confusion_matrix(on_traine
     again = open_page("evaluate")  # a new session reads evaluation.json: no button to press
     assert {m.label: m.value for m in again.metric}["Test accuracy"] == metrics["Test accuracy"]
     assert "Evaluate on the test split" not in [b.label for b in again.button]
+
+
+def test_an_evaluated_run_shows_its_interval_in_the_sidebar_curves_and_train(on_trained):
+    from transfer_core.evaluation import evaluate
+
+    run = on_trained["run"]
+    evaluate(run)  # current for this model (the test above may run alone or not at all)
+    for page in ("curves", "train"):
+        captions = texts(open_page(page).caption)
+        shown = [c for c in captions if "Wilson interval over 27 test photos" in c]
+        assert any(c.startswith("On the test split: ") for c in shown), (page, captions)
+        if page == "curves":
+            assert any(c.startswith(f"{run.name} on the test split: ") for c in shown)
+        else:
+            assert any(c.startswith(":material/fact_check: On the test split:") for c in shown)
 
 
 @pytest.fixture(scope="module")

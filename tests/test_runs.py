@@ -20,7 +20,7 @@ from transfer_core.runs import Run, TrainConfig
 
 
 @pytest.mark.parametrize("setting, value, words", [
-    ("strategy", "transfer", "strategy must be one of feature_extraction"),
+    ("strategy", "transfer", "strategy must be one of from_scratch, feature_extraction"),
     ("epochs", 0, "epochs must be at least 1"),
     ("learning_rate", 0.0, "learning_rate must be positive"),
     ("fine_tune_learning_rate", -1e-5, "fine_tune_learning_rate must be positive"),

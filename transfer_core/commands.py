@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from . import duplicates
@@ -194,9 +195,20 @@ class Cache:
 
 
 def _train_arguments(parser):
+    from .runs import STRATEGIES, TrainConfig
+
+    _run_settings_arguments(parser)
+    parser.add_argument("--strategy", default=TrainConfig.strategy, choices=STRATEGIES)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--run-dir", default=None, type=path_argument,
+                        help="the run folder (default: a new folder under the workspace's runs)")
+
+
+def _run_settings_arguments(parser):
+    """The settings `train` and `compare` share (all but the strategy and the seed)."""
     from .backbones import BACKBONES
     from .balance import CLASS_WEIGHTS
-    from .runs import MONITORS, STRATEGIES, TrainConfig
+    from .runs import MONITORS, TrainConfig
 
     # Every default is TrainConfig's (the one source, shared with the Train page).
     d = TrainConfig
@@ -206,7 +218,6 @@ def _train_arguments(parser):
     parser.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
     parser.add_argument("--weights", default=d.weights, type=path_argument,
                         help="imagenet, none, or a weights file")
-    parser.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help=f"epochs of the first phase ({defaults})")
     parser.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs,
@@ -241,24 +252,26 @@ def _train_arguments(parser):
                              "the training and validation splits when the run starts (they "
                              "replace --pooling, --learning-rate, --epochs, --early-stopping); "
                              "default: chapter for the chapter's presets, else recommended")
-    parser.add_argument("--seed", type=int, default=d.seed)
     _precision_argument(parser)
-    parser.add_argument("--run-dir", default=None, type=path_argument,
-                        help="the run folder (default: a new folder under the workspace's runs)")
 
 
-def _train_config(args):
+def _train_config(args, **override):
+    """The TrainConfig of the flags; `override` sets what `compare` varies (strategy, seed)."""
     from .runs import TrainConfig
 
-    return TrainConfig(
-        manifest=str(Path(args.data).resolve()), backbone=args.backbone, weights=args.weights,
-        strategy=args.strategy, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
-        batch_size=args.batch_size, image_size=args.image_size,
-        fine_tune_from=args.fine_tune_from, preprocessing=args.preprocessing,
-        pooling=args.pooling, monitor=args.monitor,
-        early_stopping_patience=args.early_stopping, seed=args.seed, view_bank=args.view_bank,
-        class_weight=args.class_weight, precision=args.precision, settings=_settings(args))
+    settings = {
+        "manifest": str(Path(args.data).resolve()), "backbone": args.backbone,
+        "weights": args.weights, "strategy": getattr(args, "strategy", None),
+        "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
+        "learning_rate": args.learning_rate,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate,
+        "batch_size": args.batch_size, "image_size": args.image_size,
+        "fine_tune_from": args.fine_tune_from, "preprocessing": args.preprocessing,
+        "pooling": args.pooling, "monitor": args.monitor,
+        "early_stopping_patience": args.early_stopping, "seed": getattr(args, "seed", None),
+        "view_bank": args.view_bank, "class_weight": args.class_weight,
+        "precision": args.precision, "settings": _settings(args)}
+    return TrainConfig(**{**settings, **override})
 
 
 def _settings(args) -> str:
@@ -472,3 +485,73 @@ class Export:
         result = export_run(run, args.formats, args.out,
                             progress=lambda text: print(f"{text}…", file=sys.stderr, flush=True))
         return result, export_text(result)
+@command("compare", "train strategies × seeds as one study, then compare their test accuracy")
+class Compare:
+    @staticmethod
+    def add_arguments(parser):
+        from .studies import SCRATCH_LEARNING_RATE
+
+        _run_settings_arguments(parser)
+        parser.add_argument("--strategies", default="feature_extraction,fine_tune",
+                            help="comma-separated strategies (from_scratch, feature_extraction, "
+                                 "feature_extraction_augmented, fine_tune)")
+        parser.add_argument("--seeds", type=int, default=3,
+                            help="seeds 1 … N for every strategy (paired: seed k of each "
+                                 "strategy shares everything but the strategy)")
+        parser.add_argument("--name", default=None,
+                            help="the study's name; an existing study is resumed (what is "
+                                 "missing, stopped or failed is queued again) and reported")
+        parser.add_argument("--scratch-learning-rate", type=float, default=SCRATCH_LEARNING_RATE,
+                            help="from_scratch's learning rate (the chapter's 5.2: 1e-4)")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="queue the runs and return (follow with the same --name)")
+
+    @staticmethod
+    def run(args):
+        from .studies import Study, find_study, seeds_for, table_text
+
+        ws = workspace(args)
+        study = find_study(ws, args.name) if args.name else None
+        if study is None:
+            seeds = seeds_for(args.seeds)
+            strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+            base = _train_config(args, strategy=strategies[0] if strategies else None,
+                                 seed=seeds[0])
+            _check_training_files(base.manifest)  # before any run folder is made for nothing
+            study = Study.create(ws, base, strategies, seeds, args.name,
+                                 args.scratch_learning_rate)
+        queued = study.start()
+        print(f"study: {study.folder} ({len(queued)} runs queued)", file=sys.stderr)
+        if args.no_wait:
+            progress = study.progress()
+            return ({"study": study.name, "queued": queued, "progress": progress},
+                    (f"{study.name}: {progress['finished']} of {progress['total']} runs "
+                     f"finished; {len(queued)} queued. Follow with --name {study.name}."))
+        _wait_for_study(study)
+        results = study.results(progress=lambda name: print(f"evaluating {name}…",
+                                                            file=sys.stderr, flush=True))
+        results["study"] = str(study.folder)
+        return results, table_text(results)
+
+
+def _wait_for_study(study, poll_seconds: float = 2.0) -> None:
+    """Print a line whenever the study's progress changes, until no run is queued or running.
+    Ctrl+C leaves the runs training in the background (they are their own processes)."""
+    last = None
+    try:
+        while True:
+            progress = study.progress()
+            current = progress["current"]
+            line = (f"{progress['ended']}/{progress['total']} runs ended"
+                    + (f"; now {current['strategy']} seed {current['seed']}: {current['stage']}"
+                       if current else ""))
+            if line != last:
+                print(line, file=sys.stderr, flush=True)
+                last = line
+            if not progress["waiting"]:
+                return
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the runs go on. Report later with --name {study.name}",
+              file=sys.stderr)
+        raise

@@ -84,21 +84,41 @@ def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
     head_epoch = n_train * head_flops / throughput["flops_per_second"]
     base_epoch = (n_train + n_val) / rate
     fine_epoch = (n_train * (1 + (BACKWARD_FACTOR - 1) * top_share) + n_val) / rate + head_epoch
+    scratch = {"from_scratch": scratch_seconds(throughput, n_train, n_val, epochs)}
     if views:
         bank = (views * n_train + n_val) / rate
         top_epoch = (n_train + n_val) * top_share / rate
-        return {
+        return scratch | {
             "feature_extraction": base_epoch + epochs * head_epoch,
             "feature_extraction_augmented": bank + epochs * head_epoch,
             # The prefix bank, then the top once over it (the head phase's input): one full pass.
             "fine_tune": bank + epochs * head_epoch
             + fine_tune_epochs * (top_epoch * BACKWARD_FACTOR + head_epoch),
         }
-    return {
+    return scratch | {
         "feature_extraction": base_epoch + epochs * head_epoch,
         "feature_extraction_augmented": epochs * (base_epoch + head_epoch),
         "fine_tune": epochs * (base_epoch + head_epoch) + fine_tune_epochs * fine_epoch,
     }
+
+
+def scratch_flops_per_image(image_size: int) -> float:
+    """Forward FLOPs of the chapter's from-scratch convnet (strategies.build_scratch_model):
+    2 × multiply-adds of its four 3×3 convolutions and its two dense layers."""
+    flops, size, channels = 0.0, image_size, 3
+    for filters in (32, 64, 128, 128):
+        size -= 2  # a 3×3 convolution without padding
+        flops += 2 * size * size * channels * filters * 9
+        size, channels = size // 2, filters
+    return flops + 2 * size * size * channels * 512 + 2 * 512
+
+
+def scratch_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
+                    image_size: int | None = None) -> float:
+    """from_scratch: every epoch trains the whole convnet on the training photos and runs it
+    over the validation photos, at the FLOP rate measured for the backbone."""
+    per_image = scratch_flops_per_image(image_size or throughput["image_size"])
+    return epochs * (n_train * BACKWARD_FACTOR + n_val) * per_image / throughput["flops_per_second"]
 
 
 def top_share(backbone: str, image_size: int | None = None, boundary: str | None = None) -> float:

@@ -38,7 +38,8 @@ from .storage import (DamagedFile, StorageError, append_jsonl, free_path, proces
                       read_json_object, read_jsonl, temp_writer, write_failure,
                       write_json_atomic, write_json_in_place)
 
-STRATEGIES = ("feature_extraction", "feature_extraction_augmented", "fine_tune")
+# In the chapter's order, the ladder of 5.2 and 5.3: each rung reuses more of a pretrained base.
+STRATEGIES = ("from_scratch", "feature_extraction", "feature_extraction_augmented", "fine_tune")
 MONITORS = ("val_loss", "val_accuracy")
 # What status.json records; "interrupted" and "damaged" are read, never written.
 RECORDED_STATES = ("queued", "running", "finished", "failed", "stopped")
@@ -105,6 +106,9 @@ class TrainConfig:
             (self.fine_tune_learning_rate > 0, "fine_tune_learning_rate", "positive"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
             (32 <= self.image_size <= 1024, "image_size", "between 32 and 1024 pixels"),
+            # Four 3×3 convolutions, each halved by pooling, need 46 pixels to leave one.
+            (self.strategy != "from_scratch" or self.image_size >= 46, "image_size",
+             "at least 46 pixels for from_scratch (its four conv blocks)"),
             (self.preprocessing in ("backbone", "rescale"), "preprocessing", "backbone or rescale"),
             (self.pooling in ("flatten", "avg"), "pooling", "flatten or avg"),
             (self.dense_units >= 1, "dense_units", "at least 1"),

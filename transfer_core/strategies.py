@@ -1,5 +1,8 @@
-"""The chapter's three ways to reuse a conv base: what is frozen in which phase, and the models.
+"""The chapter's three ways to reuse a conv base, and the baseline they beat: what is frozen in
+which phase, and the models.
 
+from_scratch                  the chapter's small convnet (5.2), trained with augmentation from
+                              random weights: no pretrained base, nothing frozen
 feature_extraction            the base runs once (cached features); a dense head trains on them
 feature_extraction_augmented  augmentation → frozen base → head, trained end to end
 fine_tune                     as above, then the top of the base (from `fine_tune_from`) is
@@ -23,6 +26,12 @@ from .layers import Preprocess
 from .runs import TrainConfig
 
 STRATEGY_HELP = {
+    "from_scratch": (
+        "From scratch: no pretrained base at all. The chapter's small convnet (four conv + max "
+        "pooling blocks, 32 to 128 filters, then Dense 512) learns from your photos alone, "
+        "with data augmentation; nothing is frozen. The baseline the other strategies beat "
+        "(the chapter: about 82% on Dogs vs Cats after 100 epochs). The backbone only sets "
+        "the input size; pixels are rescaled by 1/255 as in the chapter."),
     "feature_extraction": (
         "Fast feature extraction: the conv base runs once over your images and its outputs "
         "are cached; only a small dense classifier trains on them. Quickest by far, but no "
@@ -82,6 +91,48 @@ def build_full_model(base: keras.Model, head: keras.Model, config: TrainConfig,
     x = Preprocess(preprocess_mode(backbone, config.preprocessing), name="preprocess")(x)
     x = base(x, training=False)
     return keras.Model(inputs, head(x), name=f"{backbone.name}_{config.strategy}")
+
+
+def build_scratch_model(config: TrainConfig, num_classes: int, augment: bool
+                        ) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """The chapter's convnet from 5.2 (Conv2D 32-64-128-128, 3×3 relu, each followed by 2×2
+    max pooling, Flatten, Dropout 0.5, Dense 512 relu, output), trained from random weights.
+
+    Image (any size) → resize → [augmentation] → 1/255 → convnet → head: the same outer shape as
+    the transfer models, so prediction and evaluation need nothing else. Returns (model,
+    convnet, head); `scratch_inference_model(convnet, head, config)` is what a run saves.
+    """
+    keras.utils.set_random_seed(config.seed)
+    units, activation, _ = output_spec(num_classes)
+    size = config.image_size
+    images = keras.Input((size, size, 3))
+    x = images
+    for i, filters in enumerate((32, 64, 128, 128), 1):
+        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    convnet = keras.Model(images, x, name="convnet")
+    head = keras.Sequential([
+        keras.Input(x.shape[1:]),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dropout(0.5, name="dropout"),
+        keras.layers.Dense(512, activation="relu", name="dense"),
+        keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions"),
+    ], name="head")
+    return _scratch_model(convnet, head, config, augment), convnet, head
+
+
+def _scratch_model(convnet, head, config: TrainConfig, augment: bool) -> keras.Model:
+    inputs = keras.Input((None, None, 3), name="image")
+    x = keras.layers.Resizing(config.image_size, config.image_size, name="resize")(inputs)
+    if augment:
+        x = augmentation_layers(AugmentationSettings(**config.augmentation), seed=config.seed)(x)
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(x)
+    return keras.Model(inputs, head(convnet(x)), name="from_scratch")
+
+
+def scratch_inference_model(convnet, head, config: TrainConfig) -> keras.Model:
+    """The trained convnet and head without augmentation (see `inference_model`)."""
+    return _scratch_model(convnet, head, config, augment=False)
 
 
 def inference_model(base: keras.Model, head: keras.Model, config: TrainConfig) -> keras.Model:

@@ -29,9 +29,13 @@ from .inputs import changed_file_error, image_dataset
 from .recommend import recommended_config
 from .runs import Run, TrainConfig
 from .storage import os_error_in, save_model_atomic, write_failure, write_json_atomic
-from .strategies import (build_base_for, build_full_model, build_head, cached_trainer,
-                         check_frozen_unchanged, compile_model, freeze_base, inference_model,
-                         layer_below, phase_audit, top_model, unfreeze_from)
+from .strategies import (build_base_for, build_full_model, build_head, build_scratch_model,
+                         cached_trainer, check_frozen_unchanged, compile_model, freeze_base,
+                         inference_model, layer_below, phase_audit, scratch_inference_model,
+                         top_model, unfreeze_from)
+
+NOTHING_FROZEN = ("from scratch: there is no pretrained base, so nothing is frozen and every "
+                  "layer trains from random weights")
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,11 @@ class _Session:
         """The base's precision for extraction, the view bank and the saved model (so for
         evaluation and prediction too), recorded in the status. The top that fine-tuning trains
         is not measured by "auto": it stays float32 unless bfloat16 was asked for."""
+        if self.config.strategy == "from_scratch":  # no pretrained base to measure
+            self.base_precision = "float32"
+            self.run.update_status(precision={"precision": "float32", "asked":
+                                              self.config.precision, "reason": "from scratch"})
+            return "float32"
         self.run.update_status(stage="choosing the precision")
         paths, labels = self.manifest.files("train")
         chosen = resolve_precision(self.config.precision, self.config.backbone,
@@ -168,6 +177,8 @@ class _Session:
         return chosen["precision"]
 
     def execute(self):
+        if self.config.strategy == "from_scratch":
+            return self._from_scratch()
         with building_in(self.base_precision):
             base = build_base_for(self.config)
         if self.config.strategy == "fine_tune":
@@ -190,6 +201,18 @@ class _Session:
             last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
             self.run.update_status(saved_epoch=last)
 
+    def _from_scratch(self):
+        """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
+        so nothing can be cached (the audit says so: every layer trains)."""
+        self.model, self.base, self.head = build_scratch_model(self.config, self.num_classes,
+                                                               augment=True)
+        self.saved_model = scratch_inference_model(self.base, self.head, self.config)
+        self._phase(self.phases[0], self._fit_end_to_end, len(self.model.trainable_weights))
+        if not self.run.model_path.exists():  # no validation split: keep the last epoch
+            save_model_atomic(self.saved_model, self.run.model_path)
+            last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
+            self.run.update_status(saved_epoch=last)
+
     def _phase(self, phase: Phase, fit, tensors_unfrozen: int):
         if phase.unfreeze_from:
             unfreeze_from(self.base, phase.unfreeze_from)
@@ -204,7 +227,8 @@ class _Session:
             self._write_audit()
 
     def _write_audit(self):
-        self.run.write_audit({"strategy": self.config.strategy, "phases": [
+        note = {"note": NOTHING_FROZEN} if self.config.strategy == "from_scratch" else {}
+        self.run.write_audit({"strategy": self.config.strategy, **note, "phases": [
             {k: v for k, v in a.items() if not k.endswith("_checksums_before")}
             | {"frozen_layer_checksums": a["frozen_checksums_before"]} for a in self.audits]})
 
@@ -289,7 +313,9 @@ class _Session:
                       if self._has("validation") else None)
         compile_model(self.model, self.num_classes, phase.learning_rate)
         recorder = self._recorder(phase, math.ceil(len(paths) / self.config.batch_size))
-        self.run.update_status(stage=phase.stage(on_cache=False), progress=None)
+        stage = ("training the convnet from scratch" if self.config.strategy == "from_scratch"
+                 else phase.stage(on_cache=False))
+        self.run.update_status(stage=stage, progress=None)
         self.model.fit(train, validation_data=validation, epochs=phase.last_epoch,
                        initial_epoch=phase.first_epoch, shuffle=False, verbose=0,
                        callbacks=self._callbacks(recorder), class_weight=self._class_weight())
