@@ -105,3 +105,38 @@ def test_a_run_records_its_precision_and_keeps_the_head_float32(tmp_path, monkey
     key = FeatureCache(tmp_path / "ws").key(*manifest.files("train"),
                                             feature_spec(config, precision="bfloat16"))
     assert (tmp_path / "ws" / "cache" / "features" / key).is_dir()
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bf16")
+    root = make_folder_dataset(tmp / "data", per_class=8)
+    path = split(scan(root, workers=1), SplitRequest(counts=(4, 2, 2))).save(tmp / "ws", "m")
+    config = TrainConfig(manifest=str(path), backbone="vgg16", weights="none", epochs=1,
+                         batch_size=4, image_size=32, learning_rate=2e-3, precision="bfloat16")
+    run = Run.create(tmp / "ws", config)
+    assert train(run, tmp / "ws")["state"] == "finished"
+    return run
+
+
+def test_a_bfloat16_model_exports_to_every_format_in_float32(bf16_run, tmp_path):
+    """TFLite has no bfloat16 convolutions: the export computes in float32, and its parity
+    reference is the same model in float32."""
+    from transfer_core.export import export_run
+
+    result = export_run(bf16_run, ["keras", "tflite"], tmp_path)
+    assert [row["format"] for row in result["parity"]] == ["keras", "tflite"]
+    assert all(row["agreement"] == 1.0 for row in result["parity"])
+
+
+def test_a_cpu_without_bfloat16_loads_the_model_in_float32(bf16_run, monkeypatch):
+    from transfer_core import predict
+
+    with_bf16 = predict.load_run_model(bf16_run)
+    assert precision.computes_in_bfloat16(with_bf16)
+    monkeypatch.setattr(predict, "cpu_has_bf16", lambda: False)
+    without = predict.load_run_model(bf16_run)
+    assert not precision.computes_in_bfloat16(without)
+    photos = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    assert np.abs(with_bf16.predict(photos, verbose=0)
+                  - without.predict(photos, verbose=0)).max() < 0.02
