@@ -153,6 +153,26 @@ def explain_files(run, paths: list[str], out_dir: str | Path, class_name: str | 
     return results
 
 
+def gallery_overlays(predictor, paths: list[str], class_names: list[str],
+                     max_side: int = 300) -> list[Image.Image | None]:
+    """For Evaluate's mistakes: each photo, shrunk to `max_side`, with the heatmap of its
+    class in `class_names` (the class it was wrongly given); None for a file gone since."""
+    explainer = predictor.explainer()
+    found, arrays, wanted = [], [], []
+    for path, name in zip(paths, class_names):
+        try:
+            photo, array = predictor.photo_and_input(path)
+        except ImageError:
+            found.append(None)
+            continue
+        photo.thumbnail((max_side, max_side))
+        found.append(photo)
+        arrays.append(array)
+        wanted.append(explainer.class_index(name))
+    maps = iter(explainer.heatmaps(np.stack(arrays), wanted)[1] if arrays else [])
+    return [None if photo is None else overlay(photo, next(maps)) for photo in found]
+
+
 def _png(image: Image.Image) -> bytes:
     import io
 

@@ -1,5 +1,5 @@
-"""The parts of a run's saved model (strategies.build_full_model): resize → preprocess → base →
-head, found by name, so Grad-CAM and the "none of these" check can reach inside it.
+"""The parts of a run's saved model (strategies.build_full_model): resize → preprocess →
+base → head, found by name, so Grad-CAM and the "none of these" check can reach inside it.
 
 Every strategy saves this shape; the base is a nested model (its layers are its own).
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -81,7 +82,7 @@ class OodStats:
                            ("residual_variance", "threshold", "percentile", "model_stamp")})
         except DamagedFile:
             raise
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise DamagedFile(path, f"not a whole statistics file ({exc})") from None
         stats._check(path)
         return stats
