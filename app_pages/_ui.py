@@ -80,6 +80,16 @@ def finished_runs() -> list[Run]:
     return [r for r in runs() if r.has_usable_model()]
 
 
+def show_unusable_models() -> None:
+    """Name each ended run that left a model.keras the pages cannot use, and why: a run left
+    out of the pickers without a word would look lost."""
+    for run in runs():
+        if run.model_path.exists() and run.status().get("state") not in ("queued", "running"):
+            problem = run.model_problem()
+            if problem:
+                st.warning(problem, icon=":material/warning:")
+
+
 def pick_run(label: str, candidates: list[Run], key: str) -> Run | None:
     """A selectbox of runs, the current run first when it is a candidate."""
     if not candidates:

@@ -16,6 +16,7 @@ st.title("Evaluate")
 st.caption("Step 4 of 5 · the test images were never used for training or for choosing the "
            "best epoch, so this is the honest score.")
 
+ui.show_unusable_models()
 run = ui.pick_run("Run", ui.finished_runs(), key="evaluate_run")
 if run is None:
     ui.needs("No finished run with a saved model yet.", "train", "Go to Train")

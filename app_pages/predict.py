@@ -14,6 +14,7 @@ from transfer_core.runs import Run
 st.title("Predict")
 st.caption("Step 5 of 5 · upload photos (or take one) and see what the model thinks.")
 
+ui.show_unusable_models()
 candidates = ui.finished_runs()
 if not candidates:
     ui.needs("No trained model yet.", "train", "Go to Train")

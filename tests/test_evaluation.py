@@ -58,10 +58,10 @@ def test_a_second_evaluate_is_read_from_evaluation_json(trained, monkeypatch):
     run = trained["runs"]["fine_tune"]
     first = evaluate(run)
 
-    def no_model(path):
+    def no_model(run):
         raise AssertionError("evaluate loaded the model again")
 
-    monkeypatch.setattr(evaluation, "load_model", no_model)
+    monkeypatch.setattr(evaluation, "load_run_model", no_model)
     assert evaluate(run) == first
     # A new model.keras (a later epoch, another run in the folder) makes the file stale.
     stat = run.model_path.stat()

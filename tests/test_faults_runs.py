@@ -431,7 +431,7 @@ def test_an_interrupted_run_with_a_cut_model_is_not_offered(workspace):
     data = run.model_path.read_bytes()
     run.model_path.write_bytes(data[: len(data) // 2])
     assert not run.has_usable_model()
-    assert "is not a whole Keras model" in run.model_problem()
+    assert "model.keras in run killed is damaged or incomplete" in run.model_problem()
 
 
 @pytest.mark.parametrize("page", ["evaluate", "predict", "curves"])

@@ -83,7 +83,7 @@ def test_predicts_paths_and_bytes_of_any_size_and_format(predictor, tmp_path):
     for index in (0, 1, 3, 4, 6):
         _check(results[index], predictor.classes)
     assert set(results[2]) == {"error"} and "notes.jpg" in results[2]["error"]
-    assert set(results[5]) == {"error"} and "not an image" in results[5]["error"]
+    assert set(results[5]) == {"error"} and "is in PDF format" in results[5]["error"]
     # A path and its bytes are the same photo.
     assert results[6]["probabilities"] == pytest.approx(results[0]["probabilities"], abs=1e-6)
     # The same images alone: a bad neighbour changed nothing.

@@ -325,9 +325,9 @@ class Run:
             if state == "failed":
                 return f"Run {self.name} failed before its first epoch: {error}"
             return f"Run {self.name} has not finished an epoch yet."
-        if not whole_keras_archive(self.model_path):
-            return (f"{self.model_path} is not a whole Keras model (cut short or damaged); "
-                    "train the run again.")
+        if not whole_keras_archive(self.model_path):  # the words predict.load_model uses
+            return (f"{self.model_path.name} in run {self.name} is damaged or incomplete (not a "
+                    "complete .keras archive): train again.")
         return None
 
     def has_usable_model(self) -> bool:
