@@ -1,8 +1,8 @@
 """How well the "none of these" check separates foreign photos from the model's own kind.
 
 Trains a cats-vs-dogs model (the chapter's split, MobileNetV2 with ImageNet weights, fast
-feature extraction), fits the run's statistics (ood.py: the validation split's 95th
-percentile is the threshold), then prints the share flagged among the test photos and among
+feature extraction), fits the run's statistics (ood.py: the cosine distance to the nearest
+training photo, the validation split's 97.5th percentile as the threshold), then prints the share flagged among the test photos and among
 foreign photos (flowers), and the AUROC of the score between the two.
 
     KERAS_HOME=../shared/keras-home python bench/ood.py \\
@@ -54,6 +54,10 @@ def main() -> None:
     test_paths, _ = load_manifest(manifest).files("test")
     foreign = [entry.path for entry in find_images(args.foreign)[1]]
     stats = predictor.ood_stats
+    # The statistics read the training features from the cache: they must be what the model
+    # itself computes for those photos.
+    train_paths, _ = load_manifest(manifest).files("train")
+    own = stats.scores(predictor.pooled_features(train_paths[:64]))
     test_scores, test_flags = stats.flags(predictor.pooled_features(test_paths))
     foreign_scores, foreign_flags = stats.flags(predictor.pooled_features(foreign))
     truth = np.r_[np.zeros(len(test_scores)), np.ones(len(foreign_scores))]
@@ -61,6 +65,8 @@ def main() -> None:
         "backbone": args.backbone, "strategy": "feature_extraction", "epochs": args.epochs,
         "state": status.get("state"), "best_val_accuracy": run.summary()["best_val_accuracy"],
         "percentile": stats.percentile, "threshold": round(stats.threshold, 3),
+        "neighbours": stats.neighbours,
+        "train_self_distance_max": float(own.max()),
         "test_images": len(test_scores), "test_flagged": float(test_flags.mean()),
         "foreign_images": len(foreign_scores), "foreign_flagged": float(foreign_flags.mean()),
         "auroc": float(roc_auc_score(truth, np.r_[test_scores, foreign_scores])),

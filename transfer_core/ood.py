@@ -1,14 +1,15 @@
 """The "none of these" check: how far a photo lies from the training photos in the base's
 feature space, and the distance beyond which a run says it looks like none of its classes.
 
-The score is the Mahalanobis distance to the nearest class mean (Lee et al., "A Simple Unified
-Framework for Detecting Out-of-Distribution Samples", 2018) on the base's output averaged over
-space, with one covariance shared by the classes. The covariance is kept as its top principal
-directions plus one variance for the rest (probabilistic PCA), so the fitted statistics are a
-few hundred kilobytes instead of a full D×D matrix, and stay well conditioned on small splits.
-The threshold is the 95th percentile of the validation photos' scores: about 5% of photos like
-the training ones are flagged, a false-alarm rate a user can live with, while photos of other
-things lie far beyond it (docs/BENCHMARKS.md).
+The score is the cosine distance from a photo's pooled base features (the base's output
+averaged over space) to its nearest training photo's (Sun et al., "Out-of-Distribution
+Detection with Deep Nearest Neighbors", 2022). On a cats-vs-dogs MobileNetV2 run it separated
+200 flower photos from the 2,000 test photos with an AUROC of 0.997, where Mahalanobis distance
+to the class means reached 0.853 (0.99 on L2-normalised features): docs/BENCHMARKS.md.
+The threshold is the 97.5th percentile of the validation photos' scores: about 2.5% of photos
+like the training ones are flagged, which keeps the false-alarm rate under 5% despite the
+sampling noise of a percentile (at the 95th, test photos came out at 4.3-5.1%), while flagging
+as many of the flowers (98.5%).
 """
 
 from __future__ import annotations
@@ -24,36 +25,35 @@ import numpy as np
 
 from .storage import DamagedFile, write_bytes_atomic
 
-PERCENTILE = 95.0
-COMPONENTS = 64  # principal directions kept; the rest share one variance
+PERCENTILE = 97.5
+NEIGHBOURS = 1  # the k-th nearest training photo; 1, 5 and 10 measured alike (docs/BENCHMARKS.md)
 FILE_NAME = "ood.npz"
-FORMAT = 1
+FORMAT = 2  # 1: Mahalanobis statistics, read as missing and fitted again
+_CHUNK = 512  # photos scored at once: bounds the (photos × training photos) similarity matrix
 
 
 @dataclass
 class OodStats:
-    """Fitted statistics: class means, the shared covariance in principal directions, and the
-    threshold on the score."""
+    """Fitted statistics: the training photos' unit-length pooled features and the threshold
+    on the score."""
 
-    means: np.ndarray  # (classes, D)
-    components: np.ndarray  # (D, k) orthonormal directions
-    variances: np.ndarray  # (k,) the covariance along each
-    residual_variance: float  # the mean variance in every other direction
+    reference: np.ndarray  # (N, D) float16, each row of length 1
+    neighbours: int
     threshold: float
     percentile: float
     model_stamp: int  # the model file's mtime_ns when fitted: a new model needs new statistics
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """(N,) distances to the nearest class mean, for pooled features (N, D)."""
-        features = np.asarray(features, dtype="float64")
-        best = np.full(len(features), np.inf)
-        for mean in self.means:
-            offset = features - mean
-            along = offset @ self.components
-            rest = np.maximum((offset ** 2).sum(axis=1) - (along ** 2).sum(axis=1), 0.0)
-            squared = (along ** 2 / self.variances).sum(axis=1) + rest / self.residual_variance
-            best = np.minimum(best, squared)
-        return np.sqrt(best)
+        """(N,) cosine distances (0..2) to the k-th nearest training photo, for pooled
+        features (N, D)."""
+        reference = self.reference.astype("float32")
+        k = min(self.neighbours, len(reference))
+        out = []
+        for start in range(0, len(features), _CHUNK):
+            similarity = unit_rows(features[start:start + _CHUNK]) @ reference.T
+            kth_similarity = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
+            out.append(1.0 - kth_similarity)
+        return np.concatenate(out).astype("float64") if out else np.zeros(0)
 
     def flags(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores, out of distribution?) for pooled features."""
@@ -62,8 +62,7 @@ class OodStats:
 
     def to_bytes(self) -> bytes:
         out = io.BytesIO()
-        np.savez(out, format=FORMAT, means=self.means, components=self.components,
-                 variances=self.variances, residual_variance=self.residual_variance,
+        np.savez(out, format=FORMAT, reference=self.reference, neighbours=self.neighbours,
                  threshold=self.threshold, percentile=self.percentile,
                  model_stamp=self.model_stamp)
         return out.getvalue()
@@ -76,54 +75,42 @@ class OodStats:
                 values = {name: data[name] for name in data.files}
             if int(values.pop("format")) != FORMAT:
                 raise DamagedFile(path, "written by another version")
-            stats = cls(means=values["means"], components=values["components"],
-                        variances=values["variances"],
-                        **{name: _scalar(values[name]) for name in
-                           ("residual_variance", "threshold", "percentile", "model_stamp")})
+            stats = cls(reference=values["reference"],
+                        **{name: values[name].item() for name in
+                           ("neighbours", "threshold", "percentile", "model_stamp")})
         except DamagedFile:
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise DamagedFile(path, f"not a whole statistics file ({exc})") from None
-        stats._check(path)
+        if not (stats.reference.ndim == 2 and len(stats.reference) and stats.neighbours >= 1
+                and np.isfinite(stats.threshold)):
+            raise DamagedFile(path, "its arrays do not fit together")
         return stats
 
-    def _check(self, path) -> None:
-        k = self.variances.shape[0] if self.variances.ndim == 1 else -1
-        sound = (self.means.ndim == 2 and self.components.shape == (self.means.shape[1], k)
-                 and np.all(self.variances > 0) and self.residual_variance > 0
-                 and np.isfinite(self.threshold))
-        if not sound:
-            raise DamagedFile(path, "its arrays do not fit together")
+
+def unit_rows(features) -> np.ndarray:
+    """Each row scaled to length 1 (an all-zero row stays zero)."""
+    x = np.asarray(features, dtype="float32")
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _scalar(value: np.ndarray):
-    return value.item()
-
-
-def fit(train_features: np.ndarray, train_labels: np.ndarray, validation_features: np.ndarray,
-        percentile: float = PERCENTILE, components: int = COMPONENTS,
+def fit(train_features: np.ndarray, validation_features: np.ndarray,
+        percentile: float = PERCENTILE, neighbours: int = NEIGHBOURS,
         model_stamp: int = 0) -> OodStats:
-    """Class means and shared covariance from the training features, the threshold from the
-    validation features (photos the fit never saw, as a new photo will be)."""
+    """The training photos' features as the reference, the threshold from the validation
+    photos' scores (photos the reference does not hold, as a new photo will be)."""
     if not 0 < percentile < 100:
         raise ValueError(f"`percentile` must be between 0 and 100. Received: {percentile}")
-    x = np.asarray(train_features, dtype="float64")
-    labels = np.asarray(train_labels)
-    classes = np.unique(labels)
-    means = np.stack([x[labels == c].mean(axis=0) for c in classes])
-    centred = x - means[np.searchsorted(classes, labels)]
-    dof = max(len(x) - len(classes), 1)
-    _, singular, directions = np.linalg.svd(centred, full_matrices=False)
-    variances = singular ** 2 / dof
-    k = int(min(components, np.count_nonzero(variances > variances[0] * 1e-9)))
-    total = (centred ** 2).sum() / dof
-    rest_dims = max(x.shape[1] - k, 1)
-    floor = variances[0] * 1e-6  # a base whose features span fewer directions than D
-    residual = max((total - variances[:k].sum()) / rest_dims, floor)
-    stats = OodStats(means, directions[:k].T.copy(), np.maximum(variances[:k], floor),
-                     float(residual), 0.0, float(percentile), int(model_stamp))
-    held_out = validation_features if len(validation_features) else train_features
-    stats.threshold = float(np.percentile(stats.scores(held_out), percentile))
+    if neighbours < 1:
+        raise ValueError(f"`neighbours` must be at least 1. Received: {neighbours}")
+    stats = OodStats(unit_rows(train_features).astype("float16"), int(neighbours), 0.0,
+                     float(percentile), int(model_stamp))
+    if len(validation_features):
+        held_out = stats.scores(validation_features)
+    else:  # no validation split: each training photo against the others
+        held_out = OodStats(stats.reference, stats.neighbours + 1, 0.0, 0.0, 0).scores(
+            train_features)
+    stats.threshold = float(np.percentile(held_out, percentile))
     return stats
 
 
@@ -152,8 +139,10 @@ def load_stats(run) -> OodStats | None:
 def run_stats(run, pooled_features: Callable, progress: Callable | None = None) -> OodStats:
     """The run's statistics, fitted and saved (atomically) when missing or out of date.
 
-    `pooled_features(paths, progress)` gives the pooled base features of image files: the
-    same function Predict uses on new photos, so the two are comparable.
+    A split's features come from the feature cache when training left them there and the
+    base has not changed since (every strategy but fine_tune); otherwise
+    `pooled_features(paths, progress)` computes them: the same function Predict uses on new
+    photos, so the two are comparable.
     """
     stats = load_stats(run)
     if stats is not None:
@@ -163,14 +152,38 @@ def run_stats(run, pooled_features: Callable, progress: Callable | None = None) 
 
     manifest = load_manifest(run.config.manifest)
     paths, labels = manifest.files("train")
-    validation, _ = manifest.files("validation")
+    validation, validation_labels = manifest.files("validation")
     check_split_files(paths + validation, "training or validation")
-    train = pooled_features(paths, _part(progress, 0, len(paths) + len(validation)))
-    held = (pooled_features(validation, _part(progress, len(paths), len(paths) + len(validation)))
-            if validation else np.zeros((0, train.shape[1])))
-    stats = fit(train, np.asarray(labels), held, model_stamp=_model_stamp(run))
+    total = len(paths) + len(validation)
+    train = _cached_pooled(run, paths, labels)
+    if train is None:
+        train = pooled_features(paths, _part(progress, 0, total))
+    held = _cached_pooled(run, validation, validation_labels) if validation else None
+    if held is None:
+        held = (pooled_features(validation, _part(progress, len(paths), total))
+                if validation else np.zeros((0, train.shape[1])))
+    stats = fit(train, held, model_stamp=_model_stamp(run))
     write_bytes_atomic(stats_path(run), stats.to_bytes())
     return stats
+
+
+def _cached_pooled(run, paths: list[str], labels: list[int]) -> np.ndarray | None:
+    """The pooled base features of a split from the feature cache, or None when it does not
+    hold them (another workspace, a cleared cache) or they are stale (a fine-tuned base)."""
+    if run.config.strategy == "fine_tune" or not paths:
+        return None
+    from . import config
+    from .features import FeatureCache
+    from .training import feature_spec
+
+    workspace = Path(run.folder).parent.parent  # runs live in <workspace>/runs/<name>
+    if not (config.cache_dir(workspace) / "features").is_dir():
+        return None
+    cache = FeatureCache(workspace)
+    cached = cache.load(cache.key(paths, labels, feature_spec(run.config).resolved()), paths)
+    if cached is None or cached.features.ndim != 4 or len(cached.features) != len(paths):
+        return None
+    return np.asarray(cached.features, dtype="float32").mean(axis=(1, 2))
 
 
 def _part(progress, offset: int, total: int):
