@@ -9,6 +9,9 @@ from app_pages import _ui as ui
 from transfer_core.baseline import baseline_lines
 from transfer_core.errors import TransferLabError, system_error
 from transfer_core.evaluation import current_evaluation, evaluate
+from transfer_core.explain import gallery_overlays
+from transfer_core.predict import Predictor
+from transfer_core.runs import Run
 from transfer_core.stats import accuracy_text
 
 st.title("Evaluate")
@@ -34,6 +37,13 @@ if result is None:
         ui.show_error(system_error(exc) if isinstance(exc, OSError) else exc)
         st.stop()
     st.rerun()  # evaluation.json is written: show it without the button and "not evaluated yet"
+
+
+
+@st.cache_data(show_spinner="Drawing where the model looked…", max_entries=4)
+def heat_gallery(folder: str, model_mtime: int, paths: tuple, predicted: tuple) -> list:
+    return gallery_overlays(Predictor(Run(folder), ood=False), list(paths), list(predicted))
+
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Test accuracy", f"{100 * result['accuracy']:.1f}%")
@@ -71,11 +81,22 @@ if mistakes:
     st.caption("Most confident mistakes first: these are the photos the model was surest about "
                "and still wrong.")
     shown = mistakes[:24]
+    pictures = [m["path"] for m in shown]
+    if st.toggle("Show where it looked (Grad-CAM)", value=True, key="evaluate_gradcam",
+                 help="Red where the model found the most evidence for the class it wrongly "
+                      "gave; blue the least."):
+        try:
+            pictures = heat_gallery(str(run.folder), run.model_path.stat().st_mtime_ns,
+                                    tuple(m["path"] for m in shown),
+                                    tuple(m["predicted"] for m in shown))
+        except (TransferLabError, OSError) as exc:  # the photos alone, and why
+            st.caption(f"No heatmaps: {system_error(exc) if isinstance(exc, OSError) else exc}")
     columns = st.columns(6)
     for i, mistake in enumerate(shown):
         with columns[i % 6]:
-            if Path(mistake["path"]).exists():
-                st.image(mistake["path"], width=150)
+            picture = pictures[i]  # a path, or the photo with its heatmap, or None (gone)
+            if picture is not None and (not isinstance(picture, str) or Path(picture).exists()):
+                st.image(picture, width=150)
             st.caption(f"{Path(mistake['path']).name}: {mistake['true']} → "
                        f"**{mistake['predicted']}** ({100 * mistake['confidence']:.0f}%)")
     if len(mistakes) > len(shown):

@@ -6,6 +6,7 @@ from PIL import Image, ImageOps
 
 from app_pages import _ui as ui
 from transfer_core.errors import ImageError, TransferLabError, system_error
+from transfer_core.explain import DEFAULT_OPACITY, overlay
 from transfer_core.images import open_rgb
 from transfer_core.predict import Predictor
 from transfer_core.runs import Run
@@ -41,6 +42,16 @@ except (TransferLabError, OSError) as exc:  # a damaged or unsafe model.keras, a
     ui.show_error(system_error(exc) if isinstance(exc, OSError) else exc)
     st.stop()
 
+if model.ood_stats is None and model.ood_problem is None:
+    # Once per run: the statistics are saved in the run folder for every later visit.
+    bar = st.progress(0.0, text="Measuring the training photos once, for the "
+                                "'none of these' check…")
+    model.prepare_ood(lambda done, total: bar.progress(
+        done / total, text=f"Measuring the training photos once: {done} of {total}"))
+    bar.empty()
+if model.ood_problem:
+    st.caption(model.ood_problem)
+
 uploads = st.file_uploader("Photos", accept_multiple_files=True, key="photos",
                            help="JPEG, PNG, BMP, GIF or WebP, any size.")
 if st.toggle("Use the camera", key="use_camera"):
@@ -51,9 +62,38 @@ if not uploads:
     st.info(f"Upload one or more photos. This model knows: {', '.join(model.classes)}.")
     st.stop()
 
+
+def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) -> list:
+    """Grad-CAM maps of the photos (explain.py), kept for this session: the slider and the
+    class choice rerun the page, and the maps do not change with the opacity."""
+    store = st.session_state.setdefault("gradcam", {})
+    stamp = (str(run.folder), run.model_path.stat().st_mtime_ns, class_name)
+    missing = [i for i, key in enumerate(ids) if (stamp, key) not in store]
+    if missing:
+        explainer = model.explainer()
+        arrays = [model.photo_and_input(photos[i])[1] for i in missing]
+        wanted = None if class_name is None else explainer.class_index(class_name)
+        _, maps = explainer.heatmaps(arrays, wanted)
+        store.update({(stamp, ids[i]): heat for i, heat in zip(missing, maps)})
+    return [store[(stamp, key)] for key in ids]
+
+
 photos = [decoded(upload) for upload in uploads]
 good = [(name, photo) for name, photo, _ in photos if photo is not None]
 results = iter(model.predict([photo for _, photo in good], [name for name, _ in good]))
+controls = st.columns(2)
+opacity = controls[0].slider(
+    "Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="heat_opacity",
+    help="Grad-CAM: red where the model found the most evidence for the class, blue the "
+         "least. 0 shows the photo alone.")
+explained = None
+if len(model.classes) > 2:
+    choice = controls[1].selectbox("Heatmap for", ["the predicted class", *model.classes],
+                                   key="heat_class")
+    explained = None if choice == "the predicted class" else choice
+ids = [f"{index}:{upload.file_id if hasattr(upload, 'file_id') else upload.name}"
+       for index, upload in enumerate(uploads) if photos[index][1] is not None]
+maps = iter(heatmaps([photo for _, photo in good], ids, explained) if good else [])
 for index, (name, photo, error) in enumerate(photos):
     left, right = st.columns([1, 2])
     if photo is None:
@@ -63,7 +103,8 @@ for index, (name, photo, error) in enumerate(photos):
     result = next(results)
     # A copy at twice the shown width (sharp on a HiDPI screen): Streamlit encodes what it is
     # given, and a 60-megapixel photo would cost seconds and megabytes for a 260-pixel thumbnail.
-    left.image(ImageOps.contain(photo, (520, 520)), caption=name, width=260)
+    left.image(overlay(ImageOps.contain(photo, (520, 520)), next(maps), opacity),
+               caption=name, width=260)
     probabilities = result["probabilities"]
     labels = sorted(probabilities, key=probabilities.get)
     bars = go.Figure(go.Bar(x=[probabilities[c] for c in labels], y=labels, orientation="h",
@@ -71,5 +112,9 @@ for index, (name, photo, error) in enumerate(photos):
                             textposition="auto"))
     bars.update_layout(xaxis=dict(range=[0, 1], tickformat=".0%"), height=80 + 40 * len(labels),
                        margin=dict(t=10, b=10, l=0, r=0))
+    if result.get("out_of_distribution"):
+        right.warning(f"This does not look like any of: {', '.join(model.classes)} (score "
+                      f"{result['ood_score']:.1f}; photos like the training ones stay under "
+                      f"{result['ood_threshold']:.1f}).", icon=":material/help:")
     right.markdown(f"### {result['label']} · {100 * result['confidence']:.1f}%")
     right.plotly_chart(bars, key=f"bars_{index}_{name}")  # the same photo may come twice

@@ -716,3 +716,28 @@ def test_predict_page_handles_photos_and_a_text_file_in_one_upload(on_trained, n
     assert [image.captions for image in at.image] == [["sunset.jpg"], ["forest.jpg"],
                                                       ["sunset.jpg"]]
     assert len(charts(at)) == 3
+
+
+def test_predict_page_overlays_the_heatmap_and_warns_on_a_foreign_photo(on_trained, new_pictures):
+    """Grad-CAM over each photo with its opacity slider; a photo unlike the training ones
+    (black and white stripes, where the demo has skies, seas and forests) is named as none of
+    the classes, its probabilities still shown."""
+    stripes = np.zeros((96, 96, 3), dtype="uint8")
+    stripes[:, ::8] = stripes[:, 1::8] = stripes[:, 2::8] = stripes[:, 3::8] = 255
+    foreign = io.BytesIO()
+    Image.fromarray(stripes).save(foreign, "PNG")
+    at = open_page("predict")
+    at.file_uploader(key="photos").set_value([
+        ("ocean.jpg", new_pictures["oceans"], "image/jpeg"),
+        ("stripes.png", foreign.getvalue(), "image/png")]).run()
+    assert_no_exception(at)
+
+    slider = at.slider(key="heat_opacity")
+    assert slider.label == "Heatmap opacity" and 0 < slider.value < 1
+    assert [image.captions for image in at.image] == [["ocean.jpg"], ["stripes.png"]]
+    [warning] = texts(at.warning)
+    assert warning.startswith("This does not look like any of: forests, oceans, sunsets")
+    assert len(predictions(at)) == 2 and len(charts(at)) == 2  # probabilities of both
+    slider.set_value(0.0).run()  # the photo alone: the page redraws without recomputing
+    assert_no_exception(at)
+    assert len(at.image) == 2 and texts(at.warning) == [warning]

@@ -57,7 +57,8 @@ def test_saved_model_predicts_what_the_trained_model_predicted(tmp_path):
 
 
 def _check(result, classes):
-    assert set(result) == {"label", "confidence", "probabilities"}, result
+    assert set(result) == {"label", "confidence", "probabilities", "out_of_distribution",
+                           "ood_score", "ood_threshold"}, result
     probs = result["probabilities"]
     assert list(probs) == classes
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)

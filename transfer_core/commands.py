@@ -426,12 +426,47 @@ class Predict:
         from .runs import find_run
 
         predictor = Predictor(find_run(workspace(args), args.run))
+        predictor.prepare_ood(None if args.json else progress_printer("measuring training photos"))
+        if predictor.ood_problem:
+            print(predictor.ood_problem, file=sys.stderr)
         results = [{"path": path, **result}
                    for path, result in zip(args.images, predictor.predict(args.images))]
         lines = [f"{r['path']}: " + (f"error: {r['error']}" if "error" in r else
-                                     f"{r['label']} ({100 * r['confidence']:.1f}%)")
+                                     f"{r['label']} ({100 * r['confidence']:.1f}%)"
+                                     + _none_of_these(r, predictor.classes))
                  for r in results]
         return {"predictions": results}, "\n".join(lines)
+
+
+def _none_of_these(result: dict, classes: list[str]) -> str:
+    if not result.get("out_of_distribution"):
+        return ""
+    return (f", but it does not look like any of: {', '.join(classes)} (score "
+            f"{result['ood_score']:.1f}, threshold {result['ood_threshold']:.1f})")
+
+
+@command("explain", "write Grad-CAM overlays: where a run's model looked in each image")
+class Explain:
+    @staticmethod
+    def add_arguments(parser):
+        parser.add_argument("run", type=path_argument, help="a run's name or folder")
+        parser.add_argument("images", nargs="+", type=path_argument, help="image files")
+        parser.add_argument("--out", required=True, type=path_argument,
+                            help="the folder the overlay PNGs go to")
+        parser.add_argument("--class", dest="class_name", default=None,
+                            help="the class to explain (default: each image's predicted class)")
+
+    @staticmethod
+    def run(args):
+        from .explain import explain_files
+        from .runs import find_run
+
+        run = find_run(workspace(args), args.run)
+        results = explain_files(run, args.images, args.out, args.class_name)
+        lines = [f"{r['path']}: " + (f"error: {r['error']}" if "error" in r else
+                                     f"{r['label']} ({100 * r['confidence']:.1f}%) → "
+                                     f"{r['heatmap']}") for r in results]
+        return {"explanations": results}, "\n".join(lines)
 
 
 @command("runs", "list the training runs with their state and best metrics")

@@ -16,8 +16,11 @@ import numpy as np
 from PIL import Image
 
 from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
-from .errors import ImageError, RunError
+from . import ood as out_of_distribution
+from .errors import ImageError, RunError, TransferLabError, system_error
 from .images import open_rgb
+from .inputs import inference_batches
+from .model_parts import model_parts, pooled_model
 from .precision import cpu_has_bf16, in_float32
 from .runs import Run
 
@@ -72,47 +75,102 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 
 def probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """(N, classes) probabilities for a batch of RGB images; a sigmoid output becomes two."""
-    out = np.asarray(model.predict_on_batch(images), dtype="float64")
-    if out.shape[-1] == 1:
-        out = np.concatenate([1.0 - out, out], axis=-1)
-    return out
+    return _two_columns(np.asarray(model.predict_on_batch(images), dtype="float64"))
+
+
+def _two_columns(out: np.ndarray) -> np.ndarray:
+    return np.concatenate([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
 
 
 class Predictor:
-    """A run's model, loaded once, with its class names and input size."""
+    """A run's model, loaded once, with its class names and input size, and (once fitted) the
+    statistics of its "none of these" check (ood.py)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, ood: bool = True):
         config = run.config
+        self.run = run
         self.classes = config.classes
         self.image_size = config.image_size
+        self.backbone = config.backbone
         self.model = load_run_model(run)
+        self._parts = model_parts(self.model)
+        self._pooled = pooled_model(self._parts)
+        self._explainer = None
+        self.ood_stats = out_of_distribution.load_stats(run) if ood else None
+        self.ood_problem: str | None = None  # why the check is off, when it could not be fitted
+
+    def prepare_ood(self, progress=None) -> None:
+        """Fit the "none of these" statistics now if the run has none yet (a pass over the
+        training and validation photos, once; saved in the run folder). When that cannot be
+        done (the photos are gone), predictions go on without the check and `ood_problem`
+        says why."""
+        if self.ood_stats is not None:
+            return
+        try:
+            self.ood_stats = out_of_distribution.run_stats(self.run, self.pooled_features,
+                                                           progress)
+        except (TransferLabError, OSError) as exc:
+            self.ood_problem = (f"The 'none of these' check is off for this run: "
+                                f"{system_error(exc) if isinstance(exc, OSError) else exc}")
+
+    def pooled_features(self, paths: list[str], progress=None, batch_size: int = 32
+                        ) -> np.ndarray:
+        """The base's output averaged over space, for image files (what ood.py compares)."""
+        rows = []
+        for images in inference_batches(paths, self.image_size, batch_size):
+            rows.append(np.asarray(self._pooled.predict_on_batch(images.astype("float32"))[1]))
+            if progress:
+                progress(sum(map(len, rows)), len(paths))
+        return np.concatenate(rows).astype("float64")
+
+    def explainer(self):
+        """Grad-CAM for this model (explain.py), built on first use."""
+        if self._explainer is None:
+            from .explain import Explainer
+
+            self._explainer = Explainer(self.model, self.backbone, self.classes)
+        return self._explainer
 
     def predict(self, sources: list[str | Path | bytes | Image.Image],
                 names: list[str] | None = None) -> list[dict]:
-        """One result per source: {"label", "probabilities": {class: p}} or {"error": text}.
+        """One result per source: {"label", "confidence", "probabilities": {class: p},
+        "out_of_distribution", "ood_score", "ood_threshold"} or {"error": text}.
 
         A source is a path, a file's bytes, or a photo already decoded by `images.open_rgb`
         (the Predict page shows it too: each upload is decoded once). The good images go
-        through the model in one batch; a bad one does not stop the rest.
+        through the model in one batch; a bad one does not stop the rest. Without fitted
+        statistics, out_of_distribution and the score are None.
         """
         results, arrays, slots = [], [], []
         for source, name in zip(sources, names or [None] * len(sources)):
             try:
-                arrays.append(self._array(source, name))
+                arrays.append(self.photo_and_input(source, name)[1])
                 slots.append(len(results))
                 results.append(None)
             except ImageError as exc:
                 results.append({"error": str(exc)})
         if arrays:
-            probs = probabilities(self.model, np.stack(arrays).astype("float32"))
-            for slot, row in zip(slots, probs):
+            probs, scores, flags = self._scored(np.stack(arrays).astype("float32"))
+            for slot, row, score, flag in zip(slots, probs, scores, flags):
                 best = int(np.argmax(row))
                 results[slot] = {"label": self.classes[best], "confidence": float(row[best]),
-                                 "probabilities": {c: float(p) for c, p in zip(self.classes, row)}}
+                                 "probabilities": {c: float(p) for c, p in zip(self.classes, row)},
+                                 "out_of_distribution": flag, "ood_score": score,
+                                 "ood_threshold": self.ood_stats and self.ood_stats.threshold}
         return results
 
-    def _array(self, source, name: str | None) -> np.ndarray:
-        """The model's input for one source, resized as `images.load_array` does for training."""
+    def _scored(self, images: np.ndarray):
+        """Probabilities, and with fitted statistics the scores and flags, from one pass."""
+        if self.ood_stats is None:
+            return probabilities(self.model, images), [None] * len(images), [None] * len(images)
+        probs, pooled = self._pooled.predict_on_batch(images)
+        scores, flags = self.ood_stats.flags(np.asarray(pooled))
+        return (_two_columns(np.asarray(probs, dtype="float64")), [float(s) for s in scores],
+                [bool(f) for f in flags])
+
+    def photo_and_input(self, source, name: str | None = None) -> tuple[Image.Image, np.ndarray]:
+        """The upright RGB photo and the model's input for it, resized as `images.load_array`
+        does for training."""
         if isinstance(source, (str, Path)) and Path(source).is_dir():
             raise ImageError(f"{name or source} is a folder, not an image")
         try:
@@ -122,6 +180,5 @@ class Predictor:
         except OSError as exc:  # no permission, a vanished disk
             raise ImageError(f"{name or source} cannot be read ({exc.strerror or exc})") from None
         size = (self.image_size, self.image_size)
-        if image.size != size:
-            image = image.resize(size, Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+        resized = image if image.size == size else image.resize(size, Image.BILINEAR)
+        return image, np.asarray(resized, dtype=np.uint8)
