@@ -3,7 +3,8 @@
 Trains a cats-vs-dogs model (the chapter's split, MobileNetV2 with ImageNet weights, fast
 feature extraction), fits the run's statistics (ood.py: the cosine distance to the nearest
 training photo, the validation split's 97.5th percentile as the threshold), then prints the
-share flagged among the test photos and among foreign photos (flowers), and the AUROC of the score between the two.
+share flagged among the test photos and among foreign photos (flowers), and the AUROC of
+the score between the two.
 
     KERAS_HOME=../shared/keras-home python bench/ood.py \\
         --data ../shared/data/dogs-vs-cats --foreign ../shared/data/foreign-flowers
