@@ -18,7 +18,7 @@ from test_app import ROOT, TIMEOUT, assert_no_exception, button
 from transfer_core import export
 from transfer_core.cli import main
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
-from transfer_core.export import FORMATS, export_run, standard_preprocessing, wilson_interval
+from transfer_core.export import FORMATS, export_run, standard_preprocessing
 from transfer_core.layers import Preprocess
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.training import train
@@ -156,13 +156,6 @@ def test_cli_names_an_unknown_format(tiny_run, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: `formats` must be some of keras, savedmodel, tflite, tflite-int8 "
         "(comma-separated). Received: 'onnx'")
-
-
-def test_wilson_interval_matches_the_published_example():
-    # Wilson (1927) via Newcombe (1998), example: 81 of 263 → 0.2553 to 0.3662.
-    low, high = wilson_interval(81, 263)
-    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
-    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
 
 
 def test_export_page_exports_shows_parity_and_offers_the_zip(tiny_run, monkeypatch):

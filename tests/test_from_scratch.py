@@ -44,7 +44,7 @@ def test_the_saved_model_is_the_chapters_convnet(scratch_run):
     assert head.get_layer("dense").units == 512 and head.get_layer("dropout").rate == 0.5
     assert head.get_layer("predictions").activation.__name__ == "sigmoid"
     assert "augmentation" not in [layer.name for layer in model.layers]  # saved without it
-    assert model.get_layer("rescale").scale == pytest.approx(1 / 255)
+    assert model.get_layer("preprocess").mode == "rescale"  # the chapter's 1/255
 
 
 def test_the_audit_says_nothing_is_frozen(scratch_run):
@@ -64,6 +64,19 @@ def test_predicts_and_evaluates(scratch_run, tmp_path):
     assert result["label"] in ("blue", "red") and 0.5 <= result["confidence"] <= 1
     evaluation = evaluate(scratch_run)
     assert evaluation["images"] == 8 and 0 <= evaluation["accuracy"] <= 1
+
+
+def test_explains_and_exports_like_the_transfer_strategies(scratch_run, tmp_path):
+    import numpy as np
+
+    from transfer_core.export import export_run
+
+    predictor = Predictor(scratch_run)
+    photos = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    _, maps = predictor.explainer().heatmaps(photos)
+    assert maps.shape[0] == 2 and np.isfinite(maps).all()
+    result = export_run(scratch_run, ["keras"], tmp_path)
+    assert result["parity"][0]["agreement"] == 1.0
 
 
 def test_too_small_an_image_is_refused_with_the_reason():

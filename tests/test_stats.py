@@ -15,6 +15,13 @@ def test_wilson_interval_matches_the_textbook_example():
     assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
 
 
+def test_wilson_interval_matches_the_published_example():
+    # Wilson (1927) via Newcombe (1998), example: 81 of 263 → 0.2553 to 0.3662.
+    low, high = wilson_interval(81, 263)
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 10)[0] == 0.0
+
+
 def test_wilson_interval_stays_inside_zero_and_one_at_the_edges():
     assert wilson_interval(20, 20)[1] == 1.0 and wilson_interval(20, 20)[0] > 0.8
     assert wilson_interval(0, 20)[0] == 0.0

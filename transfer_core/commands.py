@@ -413,12 +413,16 @@ class Evaluate:
         return result, "\n".join(lines)
 
 
+def _run_and_images_arguments(parser) -> None:
+    parser.add_argument("run", type=path_argument, help="a run's name or folder")
+    parser.add_argument("images", nargs="+", type=path_argument, help="image files")
+
+
 @command("predict", "classify image files with a run's model")
 class Predict:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", type=path_argument, help="a run's name or folder")
-        parser.add_argument("images", nargs="+", type=path_argument, help="image files")
+        _run_and_images_arguments(parser)
 
     @staticmethod
     def run(args):
@@ -449,8 +453,7 @@ def _none_of_these(result: dict, classes: list[str]) -> str:
 class Explain:
     @staticmethod
     def add_arguments(parser):
-        parser.add_argument("run", type=path_argument, help="a run's name or folder")
-        parser.add_argument("images", nargs="+", type=path_argument, help="image files")
+        _run_and_images_arguments(parser)
         parser.add_argument("--out", required=True, type=path_argument,
                             help="the folder the overlay PNGs go to")
         parser.add_argument("--class", dest="class_name", default=None,

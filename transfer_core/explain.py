@@ -25,6 +25,7 @@ GRADCAM_LAYERS = {
     "mobilenet_v2": "out_relu",
     "efficientnet_b0": "top_activation",
     "resnet50_v2": "post_relu",
+    "from_scratch": "conv4",  # the chapter's own convnet (5.2): its last convolution
 }
 
 DEFAULT_OPACITY = 0.45

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import tempfile
 import time
@@ -32,6 +31,7 @@ from .layers import Preprocess
 from .precision import in_float32
 from .predict import Predictor, load_run_model
 from .runs import Run
+from .stats import wilson_interval
 from .storage import temp_prefix
 
 # int8 calibration: TFLite's post-training quantization guide asks for "around ~100-500
@@ -298,17 +298,6 @@ def parity_text(rows: list[dict]) -> str:
 
 # ---- the model card, labels and README ------------------------------------------------------
 
-def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (95% for z = 1.96): honest near 0 and 1,
-    where the usual p ± z·sqrt(p(1-p)/n) leaves 0..1."""
-    if total == 0:
-        return 0.0, 1.0
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def held_out_accuracy(run: Run) -> dict | None:
     """The run's test accuracy with its 95% Wilson interval, if evaluation.json is of this
     model (the same mtime); None otherwise."""
@@ -488,6 +477,8 @@ def export_run(run: Run, formats=FORMATS, out: str | Path | None = None,
 
 def model_mode(run: Run) -> str:
     from .backbones import get_backbone, preprocess_mode
+    if run.config.strategy == "from_scratch":  # the chapter's 1/255, whatever the backbone
+        return "rescale"
     return preprocess_mode(get_backbone(run.config.backbone), run.config.preprocessing)
 
 

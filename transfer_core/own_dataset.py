@@ -26,7 +26,7 @@ from .datasets import natural_key
 from .errors import DatasetError, ImageError, NoRoomError, TransferLabError
 from .images import decode_checked
 from .sources import human_size
-from .storage import write_bytes_atomic
+from .storage import bytes_under, write_bytes_atomic
 
 # The file name a photo is kept under ends in its real format's usual suffix.
 SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif",
@@ -157,7 +157,7 @@ class OwnDataset:
         folder = self._class_folder(label)
         quota = config.datasets_quota() if quota is None else quota
         datasets = self.folder.parent.parent
-        used = _bytes_under(datasets)
+        used = bytes_under(datasets)
         arrivals = []
         for name, data in photos:
             try:
@@ -216,18 +216,6 @@ def _checked_format(name: str, data: bytes) -> str:
 
 def _size(n: int) -> str:
     return human_size(n) if n >= 2**20 else f"{n / 1024:.0f} KiB"
-
-
-def _bytes_under(folder: Path) -> int:
-    """What the files under `folder` hold, links not followed (as the unpacking quota counts)."""
-    total = 0
-    for parent, _folders, files in os.walk(folder):
-        for file in files:
-            try:
-                total += os.lstat(os.path.join(parent, file)).st_size
-            except OSError:
-                continue  # removed meanwhile
-    return total
 
 
 def few_photos(counts: dict[str, int], test_counts: dict[str, int]) -> str | None:

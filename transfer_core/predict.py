@@ -91,7 +91,7 @@ class Predictor:
         self.run = run
         self.classes = config.classes
         self.image_size = config.image_size
-        self.backbone = config.backbone
+        self.backbone, self.strategy = config.backbone, config.strategy
         self.model = load_run_model(run)
         self._parts = model_parts(self.model)
         self._pooled = pooled_model(self._parts)
@@ -128,7 +128,8 @@ class Predictor:
         if self._explainer is None:
             from .explain import Explainer
 
-            self._explainer = Explainer(self.model, self.backbone, self.classes)
+            base = "from_scratch" if self.strategy == "from_scratch" else self.backbone
+            self._explainer = Explainer(self.model, base, self.classes)
         return self._explainer
 
     def predict(self, sources: list[str | Path | bytes | Image.Image],

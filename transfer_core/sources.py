@@ -12,7 +12,6 @@ import errno
 import hashlib
 import http.client
 import json
-import os
 import re
 import shutil
 import stat
@@ -33,7 +32,7 @@ from PIL import Image, ImageDraw
 from . import config
 from .errors import ArchiveError, DatasetError, DownloadError, NoRoomError, TransferLabError
 from .images import IMAGE_EXTENSIONS
-from .storage import free_path, human_size
+from .storage import bytes_under, free_path, human_size
 
 # Microsoft's copy of the Kaggle "Dogs vs. Cats" images used in Deep Learning with Python, 5.2;
 # it unpacks to PetImages/Cat/*.jpg and PetImages/Dog/*.jpg (about 1,600 files are corrupt).
@@ -327,7 +326,7 @@ def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
                      ArchiveError)]
     where = f"Delete uploads you no longer need from {folder}"
     if quota is not None:
-        used = _bytes_under(folder)
+        used = bytes_under(folder)
         left = max(quota - used, 0)
         if declared > left:
             raise NoRoomError(
@@ -347,18 +346,6 @@ def _byte_limit(name: str, declared: int, folder: Path, max_bytes: int,
             "a workspace on a larger disk (TRANSFER_LAB_WORKSPACE).")
     limits.append(_Limit(spare, f"the {human_size(spare)} the disk can spare", NoRoomError))
     return min(limits, key=lambda limit: limit.size)
-
-
-def _bytes_under(folder: Path) -> int:
-    """What the files under `folder` hold, links not followed."""
-    total = 0
-    for parent, _folders, files in os.walk(folder):
-        for file in files:
-            try:
-                total += os.lstat(os.path.join(parent, file)).st_size
-            except OSError:
-                continue  # removed meanwhile
-    return total
 
 
 def _describe(source) -> str:

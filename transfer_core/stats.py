@@ -29,7 +29,10 @@ def wilson_interval(correct: int, total: int, confidence: float = CONFIDENCE
     p = correct / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or all correct the bound is exactly 0 or 1; rounding would leave 0.9999999999999999.
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == total else min(1.0, centre + half)
+    return low, high
 
 
 def accuracy_text(accuracy: float, total: int, confidence: float = CONFIDENCE) -> str:

@@ -267,3 +267,15 @@ def free_path(path: str | Path) -> Path:
 def human_size(n: int) -> str:
     """Bytes as a person reads them: 1.8 GiB, 139.0 MiB."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def bytes_under(folder: Path) -> int:
+    """What the files under `folder` hold, links not followed (as the datasets quota counts)."""
+    total = 0
+    for parent, _folders, files in os.walk(folder):
+        for file in files:
+            try:
+                total += os.lstat(os.path.join(parent, file)).st_size
+            except OSError:
+                continue  # removed meanwhile
+    return total

@@ -126,7 +126,9 @@ def _scratch_model(convnet, head, config: TrainConfig, augment: bool) -> keras.M
     x = keras.layers.Resizing(config.image_size, config.image_size, name="resize")(inputs)
     if augment:
         x = augmentation_layers(AugmentationSettings(**config.augmentation), seed=config.seed)(x)
-    x = keras.layers.Rescaling(1 / 255, name="rescale")(x)
+    # The chapter's 1/255, as the layer every saved model names "preprocess": prediction,
+    # Grad-CAM, the "none of these" check and the export find their parts by these names.
+    x = Preprocess("rescale", name="preprocess")(x)
     return keras.Model(inputs, head(convnet(x)), name="from_scratch")
 
 

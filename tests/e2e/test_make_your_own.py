@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
-from test_browser import (ARTIFACTS, CHROMIUM_ARGS, App, Steps, Watcher, app,  # noqa: F401
-                          chromium_path, settle)
+from test_browser import (ARTIFACTS, CHROMIUM_ARGS, App, Steps, app,  # noqa: F401
+                          chromium_path, settle, watched_page)
 
 PHONE = {"width": 390, "height": 844}
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
@@ -28,23 +28,7 @@ def phone(chromium_path, app):  # noqa: F811
                                              args=CHROMIUM_ARGS + FAKE_CAMERA)
         context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
         context.grant_permissions(["camera"], origin=app.url)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        watcher = Watcher()
-        page.on("console", watcher.on_console)
-        page.on("pageerror", watcher.on_page_error)
-        page.watcher = watcher
-
-        def route(route):  # as test_browser's page: other hosts are blocked and recorded
-            url = route.request.url
-            if url.startswith(app.url) or url.startswith(("data:", "blob:")):
-                route.continue_()
-            else:
-                watcher.external.append(url)
-                route.abort()
-
-        context.route("**/*", route)
-        yield page
+        yield watched_page(context, app.url)
         context.close()
         browser.close()
 
