@@ -114,7 +114,7 @@ for index, (name, photo, error) in enumerate(photos):
                        margin=dict(t=10, b=10, l=0, r=0))
     if result.get("out_of_distribution"):
         right.warning(f"This does not look like any of: {', '.join(model.classes)} (score "
-                      f"{result['ood_score']:.1f}; photos like the training ones stay under "
-                      f"{result['ood_threshold']:.1f}).", icon=":material/help:")
+                      f"{result['ood_score']:.3f}; photos like the training ones stay under "
+                      f"{result['ood_threshold']:.3f}).", icon=":material/help:")
     right.markdown(f"### {result['label']} · {100 * result['confidence']:.1f}%")
     right.plotly_chart(bars, key=f"bars_{index}_{name}")  # the same photo may come twice

@@ -446,7 +446,7 @@ def _none_of_these(result: dict, classes: list[str]) -> str:
     if not result.get("out_of_distribution"):
         return ""
     return (f", but it does not look like any of: {', '.join(classes)} (score "
-            f"{result['ood_score']:.1f}, threshold {result['ood_threshold']:.1f})")
+            f"{result['ood_score']:.3f}, threshold {result['ood_threshold']:.3f})")
 
 
 @command("explain", "write Grad-CAM overlays: where a run's model looked in each image")
