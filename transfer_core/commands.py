@@ -204,7 +204,7 @@ def _train_arguments(parser):
                         help="the run folder (default: a new folder under the workspace's runs)")
 
 
-def _run_settings_arguments(parser):
+def _run_settings_arguments(parser, data_required: bool = True):
     """The settings `train` and `compare` share (all but the strategy and the seed)."""
     from .backbones import BACKBONES
     from .balance import CLASS_WEIGHTS
@@ -213,7 +213,7 @@ def _run_settings_arguments(parser):
     # Every default is TrainConfig's (the one source, shared with the Train page).
     d = TrainConfig
     defaults = "defaults follow the chapter"
-    parser.add_argument("--data", required=True, type=path_argument,
+    parser.add_argument("--data", required=data_required, type=path_argument,
                         help="a manifest made by `split`")
     parser.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
     parser.add_argument("--weights", default=d.weights, type=path_argument,
@@ -529,7 +529,7 @@ class Compare:
     def add_arguments(parser):
         from .studies import SCRATCH_LEARNING_RATE
 
-        _run_settings_arguments(parser)
+        _run_settings_arguments(parser, data_required=False)  # not to resume --name
         parser.add_argument("--strategies", default="feature_extraction,fine_tune",
                             help="comma-separated strategies (from_scratch, feature_extraction, "
                                  "feature_extraction_augmented, fine_tune)")
@@ -551,6 +551,9 @@ class Compare:
         ws = workspace(args)
         study = find_study(ws, args.name) if args.name else None
         if study is None:
+            if not args.data:
+                raise DatasetError("compare needs --data MANIFEST to start a study (or --name "
+                                   "of an existing study to resume it).")
             seeds = seeds_for(args.seeds)
             strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
             base = _train_config(args, strategy=strategies[0] if strategies else None,
