@@ -388,7 +388,7 @@ def test_uploaded_file_that_is_not_a_zip_gets_an_error(workspace):
 
 
 def _stop_if_running(run) -> None:
-    from transfer_core.runs import _alive
+    from transfer_core.storage import process_alive as _alive
 
     pid = run.status().get("pid")
     if _alive(pid):

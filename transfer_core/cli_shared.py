@@ -32,7 +32,7 @@ def path_argument(text: str) -> str:
     if "\0" in text:
         raise PathError(f"The path {_shortened(text)!r} contains a NUL byte (\\0), which no file "
                         "name can hold: check the argument.")
-    name_max, path_max = _limits()
+    name_max, path_max = config.path_limits()
     if len(os.fsencode(text)) >= path_max:
         raise PathError(f"The path {_shortened(text)!r} is {len(text):,} characters long; this "
                         f"system takes at most {path_max - 1:,}: check the argument.")
@@ -41,13 +41,6 @@ def path_argument(text: str) -> str:
         raise PathError(f"The path {_shortened(text)!r} has a name of {len(longest):,} "
                         f"characters; this system takes at most {name_max}: check the argument.")
     return text
-
-
-def _limits() -> tuple[int, int]:
-    try:
-        return os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
-    except (OSError, ValueError):  # not POSIX: the common Linux values
-        return 255, 4096
 
 
 def _shortened(text: str, keep: int = 60) -> str:

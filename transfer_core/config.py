@@ -69,7 +69,7 @@ def folder_path(text: str) -> Path:
     if "\0" in text:
         raise DatasetError("The path contains a NUL byte (\\0), which no file name can hold; "
                            "type the path again.")
-    longest_path, longest_name = _name_limits()
+    longest_name, longest_path = path_limits()
     length = len(os.fsencode(text))
     if length >= longest_path:
         raise DatasetError(f"The path is {length:,} bytes long; this system takes at most "
@@ -86,12 +86,12 @@ def folder_path(text: str) -> Path:
         raise DatasetError(f"Cannot use the path {text[:200]!r}: {reason}.") from None
 
 
-def _name_limits() -> tuple[int, int]:
-    """The longest path (with its final NUL) and file name, in bytes, this system takes."""
+def path_limits() -> tuple[int, int]:
+    """The longest file name and path (with its final NUL), in bytes, this system takes."""
     try:
-        return os.pathconf("/", "PC_PATH_MAX"), os.pathconf("/", "PC_NAME_MAX")
+        return os.pathconf("/", "PC_NAME_MAX"), os.pathconf("/", "PC_PATH_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows): POSIX's usual limits
-        return 4096, 255
+        return 255, 4096
 
 
 def datasets_quota() -> int:

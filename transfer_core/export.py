@@ -25,11 +25,12 @@ from PIL import Image, ImageOps
 from . import __version__
 from .datasets import load_manifest
 from .errors import DatasetError, TransferLabError
+from .evaluation import current_evaluation
 from .export_formats import FILES, FLOAT_FORMATS, FORMATS
 from .inputs import check_split_files
 from .layers import Preprocess
 from .precision import in_float32
-from .predict import Predictor, load_run_model
+from .predict import Predictor, two_columns
 from .runs import Run
 from .stats import wilson_interval
 from .storage import temp_prefix
@@ -247,12 +248,6 @@ def loaded_predictor(fmt: str, path: Path):
     return run
 
 
-def two_columns(outputs: np.ndarray) -> np.ndarray:
-    """Class probabilities (N, classes): a sigmoid's one column becomes two, as the app does."""
-    out = np.asarray(outputs, "float64")
-    return np.concatenate([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
-
-
 # ---- parity ---------------------------------------------------------------------------------
 
 def parity_row(fmt: str, probs: np.ndarray, app_probs: np.ndarray, labels: np.ndarray,
@@ -301,12 +296,12 @@ def parity_text(rows: list[dict]) -> str:
 def held_out_accuracy(run: Run) -> dict | None:
     """The run's test accuracy with its 95% Wilson interval, if evaluation.json is of this
     model (the same mtime); None otherwise."""
-    result = run.evaluation()
-    if not result or result.get("model_mtime_ns") != run.model_path.stat().st_mtime_ns:
+    result = current_evaluation(run, "test")
+    if result is None:
         return None
     total = int(result["images"])
-    correct = round(result["accuracy"] * total)
-    low, high = wilson_interval(correct, total)
+    low, high = result.get("accuracy_interval") or wilson_interval(
+        round(result["accuracy"] * total), total)  # evaluation.json of an older version
     return {"split": result.get("split", "test"), "images": total,
             "accuracy": result["accuracy"], "interval_95": [low, high],
             "interval_method": "Wilson score"}
@@ -428,13 +423,16 @@ def export_run(run: Run, formats=FORMATS, out: str | Path | None = None,
     formats = parse_formats(formats)
     report = progress or (lambda text: None)
     config = run.config
-    # Exports compute in float32: TFLite has no bfloat16 convolutions, and float32 is what
-    # every runtime reads. The app's reference below is then float32 too.
-    model = raw_pixel_model(in_float32(load_run_model(run)), config.image_size)
+    # One load of the model serves the export and the app's reference predictions. Both
+    # compute in float32: TFLite has no bfloat16 convolutions, and float32 is what every
+    # runtime reads.
+    predictor = Predictor(run, ood=False)
+    predictor.model = in_float32(predictor.model)
+    model = raw_pixel_model(predictor.model, config.image_size)
     mode = model_mode(run)
     paths, labels = split_photos(run, "test", parity_images)
     report(f"the app's predictions on {len(paths)} test photos")
-    app_probs = _app_probabilities(run, paths)
+    app_probs = _app_probabilities(predictor, paths)
     photos = np.stack([load_photo(p, config.image_size) for p in paths])
     names = [Path(p).name for p in paths]
     out = Path(out) if out else run.folder / "export"
@@ -482,10 +480,8 @@ def model_mode(run: Run) -> str:
     return preprocess_mode(get_backbone(run.config.backbone), run.config.preprocessing)
 
 
-def _app_probabilities(run: Run, paths: list[str]) -> np.ndarray:
+def _app_probabilities(predictor: Predictor, paths: list[str]) -> np.ndarray:
     """What the app's Predict page says for each photo (predict.Predictor, the same files)."""
-    predictor = Predictor(run)
-    predictor.model = in_float32(predictor.model)  # as exported (see export_run)
     results = predictor.predict(paths)
     bad = [r["error"] for r in results if "error" in r]
     if bad:

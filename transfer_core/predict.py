@@ -75,10 +75,12 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 
 def probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """(N, classes) probabilities for a batch of RGB images; a sigmoid output becomes two."""
-    return _two_columns(np.asarray(model.predict_on_batch(images), dtype="float64"))
+    return two_columns(np.asarray(model.predict_on_batch(images), dtype="float64"))
 
 
-def _two_columns(out: np.ndarray) -> np.ndarray:
+def two_columns(out: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, classes): a sigmoid's one column becomes two."""
+    out = np.asarray(out, "float64")
     return np.concatenate([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
 
 
@@ -166,7 +168,7 @@ class Predictor:
             return probabilities(self.model, images), [None] * len(images), [None] * len(images)
         probs, pooled = self._pooled.predict_on_batch(images)
         scores, flags = self.ood_stats.flags(np.asarray(pooled))
-        return (_two_columns(np.asarray(probs, dtype="float64")), [float(s) for s in scores],
+        return (two_columns(np.asarray(probs, dtype="float64")), [float(s) for s in scores],
                 [bool(f) for f in flags])
 
     def photo_and_input(self, source, name: str | None = None) -> tuple[Image.Image, np.ndarray]:

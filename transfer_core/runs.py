@@ -541,10 +541,6 @@ def whole_keras_archive(path: Path) -> bool:
     return "config.json" in names and "model.weights.h5" in names
 
 
-def _alive(pid) -> bool:  # the name the tests use
-    return process_alive(pid)
-
-
 def list_runs(workspace: str | Path) -> list[Run]:
     """Every run in the workspace, newest first; a damaged run is listed (and reads as
     damaged), never a reason to raise."""
