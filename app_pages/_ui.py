@@ -228,7 +228,7 @@ def _show_run(run) -> None:
         return
     epoch = (f" · epoch {status.get('global_epoch')}/{status.get('total_epochs')}"
              if state == "running" and status.get("global_epoch") else "")
-    kept = run.kept_epoch() if state in ("stopped", "interrupted", "failed") else None
+    kept = run.kept_epoch_if_cut_short(state)
     if kept:
         epoch = f" · model of epoch {kept['global_epoch']} kept"
     st.caption(f"{icon} {state}{epoch}")

@@ -296,7 +296,7 @@ def show_run(run: Run):
         st.error(f"This run is {status.get('error')}. The other runs are not affected.",
                  icon=":material/broken_image:")
         return
-    kept = run.kept_epoch() if state in ("stopped", "interrupted", "failed") else None
+    kept = run.kept_epoch_if_cut_short(state)
     if kept:
         st.caption(f"The model kept is epoch {kept['global_epoch']}'s (validation accuracy "
                    f"{100 * (kept.get('val_accuracy') or 0):.1f}%), the best that was saved.")

@@ -149,3 +149,25 @@ def test_split_folders_are_named_and_laid_out_by_default(workspace, tmp_path, mo
     at.radio(key="test_from").set_value("validation").run()
     assert "Test = the validation split" in " ".join(texts(at.caption))
     assert not [n for n in at.number_input if n.key == "holdout"]
+
+
+def test_a_full_disk_refuses_one_photo_in_one_line_and_keeps_the_others(tmp_path, monkeypatch):
+    import errno
+
+    from transfer_core import own_dataset
+
+    dataset = own_dataset.create(tmp_path / "ws", "pens")
+    dataset.add_class("pen")
+    real = own_dataset.write_bytes_atomic
+    calls = []
+
+    def full_once(path, data):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(own_dataset, "write_bytes_atomic", full_once)
+    first, second = dataset.add_photos("pen", photos((200, 40, 30), 2))
+    assert first.kept is None and "was not kept: no space left on device (" in first.message
+    assert second.kept is not None and dataset.counts() == {"pen": 1}

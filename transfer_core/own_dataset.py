@@ -25,8 +25,7 @@ from . import config
 from .datasets import natural_key
 from .errors import DatasetError, ImageError, NoRoomError, TransferLabError
 from .images import decode_checked
-from .sources import human_size
-from .storage import bytes_under, write_bytes_atomic
+from .storage import bytes_under, human_size, write_bytes_atomic, write_failure
 
 # The file name a photo is kept under ends in its real format's usual suffix.
 SUFFIXES = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif",
@@ -164,6 +163,10 @@ class OwnDataset:
                 path, message = self._keep(folder, name, data, (used, quota), datasets)
             except TransferLabError as exc:  # not an image, in another class, no room
                 arrivals.append(Arrival(name, None, str(exc)))
+                continue
+            except OSError as exc:  # a full disk: this photo is not kept, the page carries on
+                arrivals.append(Arrival(name, None, f"{name} was not kept: "
+                                        + write_failure(exc, folder, "keeping the photo")))
                 continue
             used += len(data) if message.startswith("added") else 0
             arrivals.append(Arrival(name, path, message))

@@ -323,6 +323,13 @@ class Run:
         whose model was saved (not an epoch whose save was interrupted or failed)."""
         return _kept(self.status(), self.epochs()) if self.model_path.exists() else None
 
+    def kept_epoch_if_cut_short(self, state: str | None = None) -> dict | None:
+        """The kept epoch's line when the run ended without finishing (stopped, interrupted,
+        failed), where the model is not the last epoch's: what the pages point out."""
+        state = state or self.status().get("state")
+        cut_short = state in ENDED_STATES and state != "finished"
+        return self.kept_epoch() if cut_short else None
+
     def model_problem(self) -> str | None:
         """Why the run has no model to evaluate or predict with, None when it has one. The one
         rule for every front door: the run has ended (finished, stopped, interrupted, or
