@@ -401,7 +401,10 @@ def tour(page: Page, app: App, tmp_path: Path) -> None:
     # Reload the tab while it trains: the run lives in its own process and folder, not the tab.
     page.reload()
     expect(page.get_by_role("heading", name=f"Run {run_name}")).to_be_visible(timeout=60_000)
-    expect(progress).to_be_visible()
+    # Still training, or (3 tiny epochs on a quiet machine) done while the tab reloaded: the
+    # run went on without the tab either way. It failed once here, finishing at epoch 3/3.
+    sidebar_done = sidebar.get_by_text(re.compile(r"(finished|running · epoch 3/3)"))
+    expect(progress.or_(sidebar_done).first).to_be_visible()
     expect(sidebar).to_contain_text(run_name)
     step("reloaded, still training")
     expect(page.get_by_text("Finished. The best epoch's model is saved.")).to_be_visible(
