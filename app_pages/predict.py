@@ -28,8 +28,8 @@ def predictor(folder: str, model_mtime: int) -> Predictor:
 
 
 def decoded(upload) -> tuple[str, Image.Image | None, str | None]:
-    """(name, the upright RGB photo or None, why it is not one): decoded once, for both the
-    thumbnail and the model."""
+    """(name, the upright RGB photo or None, why it is not one): the photo shown; the model
+    reads the upload's bytes itself."""
     try:
         return upload.name, open_rgb(upload.getvalue(), name=upload.name), None
     except ImageError as exc:
@@ -63,7 +63,7 @@ if not uploads:
     st.stop()
 
 
-def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) -> list:
+def heatmaps(photos: list[bytes], ids: list[str], class_name: str | None) -> list:
     """Grad-CAM maps of the photos (explain.py), kept for this session: the slider and the
     class choice rerun the page, and the maps do not change with the opacity."""
     store = st.session_state.setdefault("gradcam", {})
@@ -71,7 +71,7 @@ def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) 
     missing = [i for i, key in enumerate(ids) if (stamp, key) not in store]
     if missing:
         explainer = model.explainer()
-        arrays = [model.photo_and_input(photos[i])[1] for i in missing]
+        arrays = [model.model_input(photos[i]) for i in missing]
         wanted = None if class_name is None else explainer.class_index(class_name)
         _, maps = explainer.heatmaps(arrays, wanted)
         store.update({(stamp, ids[i]): heat for i, heat in zip(missing, maps)})
@@ -79,8 +79,11 @@ def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) 
 
 
 photos = [decoded(upload) for upload in uploads]
-good = [(name, photo) for name, photo, _ in photos if photo is not None]
-results = iter(model.predict([photo for _, photo in good], [name for name, _ in good]))
+# The model reads each upload's bytes, as training read its files (a large JPEG decodes at a
+# reduced scale), so a photo scores here as it did on Evaluate; the decoded photo is shown.
+good = [(upload.name, upload.getvalue()) for upload, (_, photo, _) in zip(uploads, photos)
+        if photo is not None]
+results = iter(model.predict([data for _, data in good], [name for name, _ in good]))
 controls = st.columns(2)
 opacity = controls[0].slider(
     "Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="heat_opacity",
@@ -93,7 +96,7 @@ if len(model.classes) > 2:
     explained = None if choice == "the predicted class" else choice
 ids = [f"{index}:{upload.file_id if hasattr(upload, 'file_id') else upload.name}"
        for index, upload in enumerate(uploads) if photos[index][1] is not None]
-maps = iter(heatmaps([photo for _, photo in good], ids, explained) if good else [])
+maps = iter(heatmaps([data for _, data in good], ids, explained) if good else [])
 for index, (name, photo, error) in enumerate(photos):
     left, right = st.columns([1, 2])
     if photo is None:

@@ -117,3 +117,26 @@ def test_exif_orientation_is_applied_before_predicting(predictor, tmp_path):
     result, as_shown, sideways = predictor.predict([tagged, shown_png, untagged])
     assert result["probabilities"] == pytest.approx(as_shown["probabilities"], abs=1e-6)
     assert result["probabilities"] != pytest.approx(sideways["probabilities"], abs=1e-6)
+
+
+def test_a_large_photo_gets_the_input_training_and_the_export_give_it(predictor, tmp_path):
+    """Training and Evaluate decode a large JPEG at a reduced scale (draft mode); Predict, the
+    Grad-CAM views and the export's README snippet must feed the model those same pixels, or a
+    photo would score differently on each page."""
+    from transfer_core.export import load_photo
+    from transfer_core.images import load_array
+
+    rng = np.random.default_rng(3)
+    big = Image.fromarray(rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8))
+    path = tmp_path / "phone photo.jpg"
+    path.write_bytes(_jpeg(big))
+    size = predictor.image_size
+    trained_on = load_array(path, (size, size))
+    full_decode = np.asarray(Image.open(path).convert("RGB").resize((size, size),
+                                                                     Image.BILINEAR))
+    assert not np.array_equal(trained_on, full_decode)  # the two decoders differ
+    np.testing.assert_array_equal(predictor.model_input(path), trained_on)
+    np.testing.assert_array_equal(predictor.model_input(path.read_bytes()), trained_on)
+    np.testing.assert_array_equal(predictor.photo_and_input(str(path))[1], trained_on)
+    np.testing.assert_array_equal(load_photo(path, size), trained_on)
+    assert predictor.photo_and_input(path)[0].size == (1200, 900)  # shown at full size

@@ -51,9 +51,10 @@ _PREPROCESSING_TEXT = {
     "caffe": "RGB to BGR, then minus the ImageNet mean per channel",
     "none": "none outside the base (the base rescales its input itself)",
 }
-RESIZING_TEXT = ("Pillow: open, apply the EXIF orientation (ImageOps.exif_transpose), convert "
-                 "to RGB, resize to {size}×{size} with Image.BILINEAR (no crop, no padding: "
-                 "the aspect ratio is not kept)")
+RESIZING_TEXT = ("Pillow: open (a JPEG in draft mode at the smallest scale of at least "
+                 "{size}×{size}, as training decoded it), apply the EXIF orientation "
+                 "(ImageOps.exif_transpose), convert to RGB, resize to {size}×{size} with "
+                 "Image.BILINEAR (no crop, no padding: the aspect ratio is not kept)")
 
 
 class ExportError(TransferLabError):
@@ -114,8 +115,10 @@ def standard_preprocessing(mode: str) -> list[keras.layers.Layer]:
 # ---- decoding a photo as the README tells a user to ----------------------------------------
 
 def load_photo(path: str | Path, image_size: int) -> np.ndarray:
-    """(size, size, 3) uint8: exactly the README's snippet, which matches the app's decoding."""
+    """(size, size, 3) uint8: exactly the README's snippet, which matches the app's decoding
+    (`images.load_array`: a test checks they agree)."""
     with Image.open(path) as image:
+        image.draft("RGB", (image_size, image_size))  # a JPEG decodes at a reduced scale
         image = ImageOps.exif_transpose(image).convert("RGB")
         return np.asarray(image.resize((image_size, image_size), Image.BILINEAR), np.uint8)
 
@@ -336,7 +339,9 @@ def readme(card: dict) -> str:
 import numpy as np
 
 labels = open("labels.txt").read().splitlines()
-image = ImageOps.exif_transpose(Image.open("photo.jpg")).convert("RGB")
+image = Image.open("photo.jpg")
+image.draft("RGB", ({size}, {size}))  # a JPEG decodes at a reduced scale, as in training
+image = ImageOps.exif_transpose(image).convert("RGB")
 pixels = np.asarray(image.resize(({size}, {size}), Image.BILINEAR), np.uint8)[None]
 '''
     snippets = {

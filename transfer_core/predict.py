@@ -6,6 +6,7 @@ code that checked and fed the training images (Pillow, EXIF orientation applied,
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zipfile
 import zlib
@@ -18,7 +19,7 @@ from PIL import Image
 from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
 from . import ood as out_of_distribution
 from .errors import ImageError, RunError, TransferLabError, system_error
-from .images import open_rgb
+from .images import load_array, open_rgb
 from .inputs import inference_batches
 from .model_parts import model_parts, pooled_model
 from .precision import cpu_has_bf16, in_float32
@@ -140,14 +141,14 @@ class Predictor:
         "out_of_distribution", "ood_score", "ood_threshold"} or {"error": text}.
 
         A source is a path, a file's bytes, or a photo already decoded by `images.open_rgb`
-        (the Predict page shows it too: each upload is decoded once). The good images go
+        (which can only be resized: a path or the bytes give training's input). The good images go
         through the model in one batch; a bad one does not stop the rest. Without fitted
         statistics, out_of_distribution and the score are None.
         """
         results, arrays, slots = [], [], []
         for source, name in zip(sources, names or [None] * len(sources)):
             try:
-                arrays.append(self.photo_and_input(source, name)[1])
+                arrays.append(self.model_input(source, name))
                 slots.append(len(results))
                 results.append(None)
             except ImageError as exc:
@@ -172,16 +173,31 @@ class Predictor:
                 [bool(f) for f in flags])
 
     def photo_and_input(self, source, name: str | None = None) -> tuple[Image.Image, np.ndarray]:
-        """The upright RGB photo and the model's input for it, resized as `images.load_array`
-        does for training."""
-        if isinstance(source, (str, Path)) and Path(source).is_dir():
-            raise ImageError(f"{name or source} is a folder, not an image")
-        try:
-            image = source if isinstance(source, Image.Image) else open_rgb(source, name=name)
-        except FileNotFoundError:
-            raise ImageError(f"{name or source} does not exist") from None
-        except OSError as exc:  # no permission, a vanished disk
-            raise ImageError(f"{name or source} cannot be read ({exc.strerror or exc})") from None
+        """The upright RGB photo at full size (to show) and the model's input for it."""
+        with _readable(source, name):
+            photo = source if isinstance(source, Image.Image) else open_rgb(source, name=name)
+        return photo, self.model_input(source, name)
+
+    def model_input(self, source, name: str | None = None) -> np.ndarray:
+        """The model's input, decoded as training and Evaluate decoded their photos
+        (`images.load_array`: a large JPEG at a reduced scale first), so a photo gets the same
+        score here as there. A photo the caller decoded already can only be resized."""
         size = (self.image_size, self.image_size)
-        resized = image if image.size == size else image.resize(size, Image.BILINEAR)
-        return image, np.asarray(resized, dtype=np.uint8)
+        if isinstance(source, Image.Image):
+            resized = source if source.size == size else source.resize(size, Image.BILINEAR)
+            return np.asarray(resized, dtype=np.uint8)
+        with _readable(source, name):
+            return load_array(source, size, name=name)
+
+
+@contextlib.contextmanager
+def _readable(source, name: str | None):
+    """Turns a missing, unreadable or folder source into an ImageError that names it."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        raise ImageError(f"{name or source} is a folder, not an image")
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImageError(f"{name or source} does not exist") from None
+    except OSError as exc:  # no permission, a vanished disk
+        raise ImageError(f"{name or source} cannot be read ({exc.strerror or exc})") from None
