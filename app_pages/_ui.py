@@ -209,7 +209,10 @@ def _sidebar_entry(title: str, item, show) -> None:
 def _show_manifest(manifest) -> None:
     counts = manifest.counts()
     st.write(f"**{Path(manifest.path).stem}**")
-    st.caption(" · ".join(f"{split} {sum(c.values())}" for split, c in counts.items())
+    sizes = {split: str(sum(c.values())) for split, c in counts.items()}
+    if manifest.test_is_validation:  # evaluated on validation, as the user chose
+        sizes["test"] = "= validation"
+    st.caption(" · ".join(f"{split} {size}" for split, size in sizes.items())
                + f" · {len(manifest.classes)} classes")
 
 

@@ -96,6 +96,15 @@ def test_evaluating_on_validation_is_recorded_and_used_for_the_test(tmp_path, wo
                                                test_from="validation").describe()
 
 
+def test_the_sidebar_says_the_test_is_the_validation_split(tmp_path, workspace):
+    from test_app import open_page, texts
+
+    report = scan(hymenoptera(tmp_path))
+    split(report, SplitRequest(preset=AS_LAID_OUT, test_from="validation")).save(workspace)
+    captions = " ".join(texts(open_page("dataset").sidebar.caption))
+    assert "test = validation" in captions and "test 0" not in captions, captions
+
+
 def test_split_folder_names_are_read_in_any_case(tmp_path):
     root = make_split_folders(tmp_path / "mixed", {
         "Train": {"red": 5, "blue": 5}, "VALID": {"red": 2, "blue": 2},
