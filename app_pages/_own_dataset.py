@@ -50,6 +50,7 @@ def _edit(dataset: own_dataset.OwnDataset) -> str | None:
     for label, count in counts.items():
         with st.expander(f"{label} · {count} photo{'' if count == 1 else 's'}", expanded=True):
             _edit_class(dataset, label)
+    _offer_deletion(dataset, sum(counts.values()))
     with_photos = [label for label, n in counts.items() if n]
     if len(with_photos) < 2:
         st.info("Add at least two classes with photos; the check and the split then follow "
@@ -78,8 +79,20 @@ def _edit_class(dataset: own_dataset.OwnDataset, label: str) -> None:
         st.text_input("New name", value=label, key=f"own_rename_to_{label}", max_chars=60)
         st.button("Rename class", key=f"own_rename_{label}", on_click=_rename,
                   args=(dataset, label))
-        st.button(f"Delete {label} and its {len(photos)} photos", key=f"own_delete_{label}",
-                  icon=":material/delete:", on_click=_delete, args=(dataset, label))
+        sure = st.checkbox(f"Yes, delete {label} and its {len(photos)} photos",
+                           key=f"own_delete_sure_{label}")
+        st.button("Delete class", key=f"own_delete_{label}", icon=":material/delete:",
+                  disabled=not sure, on_click=_delete, args=(dataset, label))
+
+
+def _offer_deletion(dataset: own_dataset.OwnDataset, photos: int) -> None:
+    with st.popover("Delete this dataset", icon=":material/delete_forever:"):
+        st.caption("Splits saved from it and models trained on it stay; evaluating those "
+                   "models again needs the photos.")
+        sure = st.checkbox(f"Yes, delete {dataset.name} and its {photos} photos",
+                           key="own_delete_dataset_sure")
+        st.button("Delete the dataset", key="own_delete_dataset", icon=":material/delete:",
+                  disabled=not sure, on_click=_delete_dataset, args=(dataset.name,))
 
 
 def _show_thumbnails(photos: list[Path]) -> None:
@@ -185,3 +198,15 @@ def _delete(dataset, label: str) -> None:
         return
     st.session_state["own_messages"] = [("success", f"Deleted {label} and its {count} "
                                                     "photo(s).")]
+
+
+def _delete_dataset(name: str) -> None:
+    try:
+        count = own_dataset.delete_dataset(ui.workspace(), name)
+    except TransferLabError as exc:  # deleted in another tab meanwhile
+        st.session_state["own_error"] = str(exc)
+        return
+    st.session_state["own_choice"] = NEW_DATASET
+    st.session_state["own_delete_dataset_sure"] = False
+    st.session_state["own_messages"] = [("success", f"Deleted the dataset {name!r} and its "
+                                                    f"{count} photo(s).")]

@@ -96,11 +96,22 @@ def test_a_dataset_is_made_from_uploads_and_kept_as_shown(workspace):
     button(again, "Save this split").click().run()
     saved = json.loads(next((workspace / "manifests").glob("*.json")).read_text())
     assert saved["counts"]["test"] == {"my mug": 1, "pen": 1}
+    assert again.button(key="own_delete_my mug").disabled  # not without saying yes
+    again.checkbox(key="own_delete_sure_my mug").check().run()
     again.button(key="own_delete_my mug").click().run()
     assert_no_exception(again)
     assert expanders(again) == ["pen · 5 photos"]
     assert not (folder / "my mug").exists()
     assert not again.metric  # nothing scanned or split below
+
+    # Delete the whole dataset, again only once confirmed: the page starts a new one.
+    assert again.button(key="own_delete_dataset").disabled
+    again.checkbox(key="own_delete_dataset_sure").check().run()
+    again.button(key="own_delete_dataset").click().run()
+    assert_no_exception(again)
+    assert "Deleted the dataset 'Pen vs mug' and its 5 photo(s)." in texts(again.success)
+    assert again.selectbox(key="own_choice").options == ["New dataset…"]
+    assert not folder.exists()
 
 
 def test_a_taken_name_is_refused_not_merged(workspace):

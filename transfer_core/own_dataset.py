@@ -76,6 +76,15 @@ def create(workspace: Path, text: str) -> OwnDataset:
     return OwnDataset(root / name)
 
 
+def delete_dataset(workspace: Path, name: str) -> int:
+    """Remove a made dataset and its photos; how many photos went. Splits saved from it and
+    runs trained on it stay: their models still predict, but evaluating needs the photos."""
+    dataset = open_dataset(workspace, name)
+    count = sum(dataset.counts().values())
+    shutil.rmtree(dataset.folder)
+    return count
+
+
 def open_dataset(workspace: Path, name: str) -> OwnDataset:
     folder = own_root(workspace) / clean_name(name, "dataset name")
     if not folder.is_dir():
