@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs=3, default=(500, 250, 500))
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1337],
+                        help="the head is trained once per seed on each copy")
     args = parser.parse_args()
     workspace = Path(tempfile.mkdtemp(prefix="feature-dtype-"))
     manifest = chapter_manifest(args.data, args.counts, workspace)
@@ -58,20 +59,26 @@ def main() -> None:
                         np.asarray(found.labels, "float32"))
     print(json.dumps({"extraction_seconds": round(time.perf_counter() - started, 1),
                       "feature_shape": list(splits["train"][0].shape[1:])}), flush=True)
+    for seed in args.seeds:
+        compare(splits, args.epochs, seed)
+
+
+def compare(splits: dict, epochs: int, seed: int) -> None:
+    """One line per storage dtype: the head (seeded) and the logistic regression on it."""
     reference = {}
     for dtype in ("float32", "float16"):
         stored = {k: (x.astype(dtype).astype("float32"), y) for k, (x, y) in splits.items()}
         error = np.abs(stored["train"][0] - splits["train"][0])
         labels = stored["test"][1]
         head = head_predictions(stored["train"], stored["validation"], stored["test"],
-                                args.epochs, args.seed)
+                                epochs, seed)
         model, _ = fit_baseline(*[(pooled(stored[k][0]), stored[k][1])
-                                  for k in ("train", "validation")], seed=args.seed)
+                                  for k in ("train", "validation")], seed=seed)
         logistic = model.predict(pooled(stored["test"][0]))
         reference.setdefault("head", head)
         reference.setdefault("logistic", logistic)
         print(json.dumps({
-            "storage": dtype, "bytes_per_image": int(stored["train"][0][0].size
+            "storage": dtype, "seed": seed, "bytes_per_image": int(stored["train"][0][0].size
                                                       * np.dtype(dtype).itemsize),
             "max_abs_error": float(error.max()),
             "max_relative_error": float((error / np.maximum(np.abs(splits["train"][0]),

@@ -3,12 +3,14 @@
 A bank of K views read for E epochs shows each view about E / K times. With K = 3 at the
 chapter's 30 (+ 100) epochs the head learnt the bank by heart (issue 15), so "auto" aims at
 about three readings of each view, within the disk the cache may use. Pure functions: the
-caller measures the bytes and the free space (training.py, the Train page).
+caller measures the free space (training.py, the Train page).
 """
 
 from __future__ import annotations
 
 import math
+
+from .features import view_bank_bytes
 
 # Each view is read about this many times over the run.
 READS_PER_VIEW = 3
@@ -45,6 +47,15 @@ def choose_views(config, bytes_per_view: float, free_bytes: float) -> tuple[int,
     return views, (f"automatic: {epochs} epochs would take {wanted} views, but "
                    f"{_gb(wanted * bytes_per_view)} do not fit in the "
                    f"{_gb(max(free_bytes, 0))} the cache may use, so {views}")
+
+
+def bank_growth(layer_shapes: dict, cut: str | None, output: str, n_train: int,
+                n_val: int) -> tuple[int, int]:
+    """(bytes one more view adds to the cache, bytes that do not grow with the views), for a
+    bank cut as features.view_bank_bytes describes."""
+    one, two = (sum(view_bank_bytes(layer_shapes, cut, output, views, n_train, n_val).values())
+                for views in (1, 2))
+    return two - one, 2 * one - two
 
 
 def _gb(size: float) -> str:

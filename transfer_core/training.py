@@ -18,11 +18,11 @@ import keras
 import numpy as np
 
 from .balance import class_weights
-from .bank import choose_views
+from .bank import bank_growth, choose_views
 from .datasets import load_manifest
 from .device import configure
 from .errors import Stopped, TransferLabError
-from .features import Derivation, FeatureCache, FeatureSpec, room_for_features, view_bank_bytes
+from .features import Derivation, FeatureCache, FeatureSpec, room_for_features
 from .history import is_better
 from .precision import building_in, check_set
 from .precision import resolve as resolve_precision
@@ -282,9 +282,7 @@ class _Session:
         if self.cut:
             shapes["cut"] = self.base.get_layer(self.cut).output.shape[1:]
         n_train, n_val = (len(self.manifest.files(s)[0]) for s in ("train", "validation"))
-        one, two = (sum(view_bank_bytes(shapes, self.cut and "cut", "output", views, n_train,
-                                        n_val).values()) for views in (1, 2))
-        return two - one, 2 * one - two
+        return bank_growth(shapes, self.cut and "cut", "output", n_train, n_val)
 
     def _fit_on_cache(self, phase: Phase):
         config, cache = self.config, FeatureCache(self.workspace)
