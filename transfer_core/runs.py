@@ -5,7 +5,7 @@ config.json    everything needed to repeat the run (TrainConfig)
 status.json    queued / running / finished / failed / stopped, phase, epoch, progress, error,
                saved_epoch (the epoch whose model is in model.keras)
 metrics.jsonl  one line per epoch and phase, and a progress line every few batches
-model.keras    the best epoch so far (by the configured monitor)
+model.keras    the best epoch so far by the configured monitor (the last epoch with "last")
 audit.json     the freeze audit: what was trainable in each phase, and proof the rest was not
 evaluation.json  test-split results, written by `evaluate`
 
@@ -488,7 +488,7 @@ def _read_config(path: Path) -> TrainConfig:
 
 _STATUS_FIELDS = {"pid": int, "progress": dict, "best": dict, "saved_epoch": int,
                   "global_epoch": int, "total_epochs": int, "epoch": int, "error": str,
-                  "stage": str, "created": (int, float)}
+                  "stage": str, "created": (int, float), "view_bank": dict}
 
 
 def _read_status(path: Path) -> dict:
