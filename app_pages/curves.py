@@ -44,13 +44,18 @@ records = {name: by_name[name].epochs() for name in chosen}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def figure(records_json: dict, metric: str, factor: float, raw: bool, smoothed: bool):
-    return curves_figure(records_json, metric, factor, raw, smoothed)
+def figure(records_json: dict, metric: str, factor: float, raw: bool, smoothed: bool,
+           monitors: dict):
+    return curves_figure(records_json, metric, factor, raw, smoothed, monitors=monitors)
+
+
+monitors = {name: by_name[name].config.monitor for name in records}
 
 
 left, right = st.columns(2)
-left.plotly_chart(figure(records, "accuracy", factor, raw, smoothed), key="accuracy_chart")
-right.plotly_chart(figure(records, "loss", factor, raw, smoothed), key="loss_chart")
+left.plotly_chart(figure(records, "accuracy", factor, raw, smoothed, monitors),
+                  key="accuracy_chart")
+right.plotly_chart(figure(records, "loss", factor, raw, smoothed, monitors), key="loss_chart")
 
 
 
@@ -59,6 +64,11 @@ def kept_caption(run, rows) -> str | None:
     was saved (an interrupted run's last epoch may have scored better, unsaved)."""
     monitor = run.config.monitor
     kept, best = run.kept_epoch(), best_epoch(rows, monitor)
+    if kept is not None and monitor == "last":
+        scores = (f" (validation accuracy {100 * kept['val_accuracy']:.1f}%, loss "
+                  f"{kept['val_loss']:.4f})" if kept.get("val_loss") is not None else "")
+        return (f"{run.name}: epoch {kept['global_epoch']}{scores}, the last "
+                "saved: the run keeps the last epoch's model, as the chapter does.")
     if kept is None or kept.get(monitor) is None:  # no validation split: no best to name
         return None
     text = (f"{run.name}: best epoch {kept['global_epoch']} (validation accuracy "

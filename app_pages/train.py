@@ -1,5 +1,8 @@
 """Step 2: choose a backbone and a freezing strategy, start a run, watch it learn."""
 
+from dataclasses import dataclass
+from types import SimpleNamespace
+
 import streamlit as st
 
 from app_pages import _ui as ui
@@ -9,10 +12,11 @@ from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.features import FeatureCache, view_bank_bytes
+from transfer_core.bank import bank_growth, choose_views
+from transfer_core.features import FeatureCache, room_for_features, view_bank_bytes
 from transfer_core.precision import PRECISIONS, cpu_has_bf16
 from transfer_core.recommend import PATIENCE, SETTINGS, default_settings
-from transfer_core.runs import STRATEGIES, Run, TrainConfig
+from transfer_core.runs import MONITORS, STRATEGIES, Run, TrainConfig
 from transfer_core.storage import human_size
 from transfer_core.strategies import STRATEGY_HELP, name_below
 
@@ -132,12 +136,14 @@ def settings_form(manifest) -> TrainConfig | None:
                                 index=layers.index(last["fine_tune_from"] if same
                                                    else backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
-    views = 0
+    views, view_bank = 0, setting({}, "view_bank")
     if strategy in ("feature_extraction_augmented", "fine_tune"):  # a frozen part to bank
         augmented_before = setting(last, "strategy") in ("feature_extraction_augmented",
                                                           "fine_tune")
-        views = view_bank_input(facts, strategy, boundary, n_train, n_val,
-                                setting(last if augmented_before else {}, "view_bank"))
+        bank = BankPlan(facts, strategy, boundary, n_train, n_val, int(epochs),
+                        int(fine_tune_epochs))
+        view_bank, views = view_bank_input(bank, setting(last if augmented_before else {},
+                                                         "view_bank"))
     with st.expander("More settings"):
         a1, a2, a3, a4 = st.columns(4)
         pooling = a1.selectbox("Head input", ["flatten", "avg"], key="pooling",
@@ -149,9 +155,13 @@ def settings_form(manifest) -> TrainConfig | None:
                                      index=int(setting(last, "preprocessing") == "rescale"),
                                      format_func={"backbone": "the backbone's own",
                                                   "rescale": "1/255 (the chapter's)"}.get)
-        monitor = a3.selectbox("Keep the model of the best", ["val_loss", "val_accuracy"],
-                               index=int(setting(last, "monitor") == "val_accuracy"),
-                               key="monitor")
+        monitor = a3.selectbox("Keep the model of", MONITORS, key="monitor",
+                               index=MONITORS.index(setting(last, "monitor")),
+                               format_func=MONITOR_LABELS.get,
+                               help="Which epoch's model the run keeps: the best by a "
+                                    "validation score, or the last, as the chapter does (its "
+                                    "validation loss stops improving while the accuracy still "
+                                    "rises). The last epoch allows no early stopping.")
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
                                    setting(last, "early_stopping_patience") or 0,
                                    key="patience")
@@ -170,7 +180,7 @@ def settings_form(manifest) -> TrainConfig | None:
             learning_rate=float(learning_rate), fine_tune_learning_rate=float(fine_tune_lr),
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
-            early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=int(views),
+            early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=view_bank,
             classes=manifest.classes, class_weight=class_weight, precision=run_precision,
             settings=chosen_settings)
     except TransferLabError as exc:
@@ -231,38 +241,85 @@ def class_weight_input(train_counts: dict, default: str) -> str:
     return choice
 
 
-def view_bank_input(facts: dict, strategy: str, boundary: str, n_train: int, n_val: int,
-                    default: int) -> int:
-    """The view bank: how many augmented views of each photo to compute once."""
-    views = st.number_input(
-        "Augmented views per photo (0 = augment on the fly)", 0, 50, default, key="view_bank",
+MONITOR_LABELS = {"val_loss": "the best epoch by validation loss",
+                  "val_accuracy": "the best epoch by validation accuracy",
+                  "last": "the last epoch (the chapter's way)"}
+
+
+@dataclass
+class BankPlan:
+    """What the view bank's size and disk use depend on: the base, the boundary, the split."""
+
+    facts: dict
+    strategy: str
+    boundary: str
+    n_train: int
+    n_val: int
+    epochs: int
+    fine_tune_epochs: int
+
+    def cut(self) -> str | None:
+        """The top of the frozen part the bank is taken at (None: the base's output)."""
+        return name_below(self.facts["layers"], self.boundary) \
+            if self.strategy == "fine_tune" else None
+
+    def parts(self, views: int, cut: str | None) -> dict[str, int]:
+        return view_bank_bytes(self.facts["layer_shapes"], cut, self.facts["layers"][-1], views,
+                               self.n_train, self.n_val)
+
+    def automatic(self, cut: str | None) -> tuple[int, str]:
+        """The views "auto" takes with the disk the feature cache has now (bank.py)."""
+        per_view, fixed = bank_growth(self.facts["layer_shapes"], cut, self.facts["layers"][-1],
+                                      self.n_train, self.n_val)
+        room = room_for_features(FeatureCache(ui.workspace()).root) - fixed
+        return choose_views(SimpleNamespace(strategy=self.strategy, epochs=self.epochs,
+                                            fine_tune_epochs=self.fine_tune_epochs,
+                                            view_bank="auto"), per_view, room)
+
+
+def view_bank_input(bank: BankPlan, default) -> tuple[int | str, int]:
+    """The view bank, automatic or a number of augmented views of each photo to compute once;
+    returns the setting and the views it gives, with its disk use said below."""
+    mode = st.radio(
+        "Augmented views per photo", ["auto", "number"], horizontal=True, key="view_bank_mode",
+        index=int(default != "auto"),
+        format_func={"auto": "Automatic", "number": "A number"}.get,
         help="The frozen layers never change, so running every augmented photo through them "
              "on every epoch repeats the same arithmetic. With K views, each photo is "
              "augmented K times and pushed once through the frozen part; every epoch then "
-             "trains only the rest on one of those views. 0 is the chapter's way. "
-             "docs/BENCHMARKS.md (\"The view bank\") compares the time and test accuracy of "
-             "both on the chapter's photos.")
+             "trains only the rest on one of those views. Automatic takes one view per three "
+             "epochs (3 to 30), fewer when the disk is short; a few views read for many epochs "
+             "are learnt by heart. 0 augments on the fly, the chapter's way. "
+             "docs/BENCHMARKS.md (\"The view bank\") compares them on the chapter's photos.")
+    views = 0 if mode == "auto" else int(st.number_input(
+        "Views (0 = augment on the fly)", 0, 100, default if isinstance(default, int) else 3,
+        key="view_bank"))
+    setting_value = "auto" if mode == "auto" else views
+    try:
+        cut = bank.cut()
+    except TransferLabError as exc:  # a boundary at the very bottom leaves nothing to cache
+        ui.show_error(exc)
+        return setting_value, views
+    if mode == "auto":
+        views, reason = bank.automatic(cut)
+        st.caption(f"Automatic: {views} views ({reason.removeprefix('automatic: ')}).")
     if views:
-        layers = facts["layers"]
-        try:
-            cut = name_below(layers, boundary) if strategy == "fine_tune" else None
-        except TransferLabError as exc:  # a boundary at the very bottom leaves nothing to cache
-            ui.show_error(exc)
-            return int(views)
-        parts = view_bank_bytes(facts["layer_shapes"], cut, layers[-1], views, n_train, n_val)
+        parts = bank.parts(views, cut)
         where = f"`{cut}`, the top of the frozen part," if cut else "the base's output"
         head = (f", and {human_size(parts['head phase'])} for the same at the base's output, "
                 "which the first phase trains on" if cut else "")
         st.caption(f"The frozen part runs {views}× per photo instead of once per epoch. "
                    f"The bank takes {human_size(sum(parts.values()))} of disk in the feature "
-                   f"cache: {views} × {n_train} training views and {n_val} validation photos at "
-                   f"{where}{head}.")
-    return int(views)
+                   f"cache (views in float16): {views} × {bank.n_train} training views and "
+                   f"{bank.n_val} validation photos at {where}{head}.")
+    return setting_value, views
 
 
 def show_run(run: Run):
     status = run.status()
     state = status.get("state")
+    # Which model the run keeps: the best by its monitor, or the last epoch's.
+    which = "last" if state != "damaged" and run.config.monitor == "last" else "best"
     st.subheader(f"Run {run.name}")
     if state == "queued" and jobs.active_run(ui.workspace()) is None:
         st.info("Starting: the training process is loading TensorFlow and the backbone…",
@@ -285,9 +342,10 @@ def show_run(run: Run):
             text += f" · about {human_duration(eta)} left"
         st.progress(min(done / total, 1.0), text=text)
     elif state == "finished":
-        st.success("Finished. The best epoch's model is saved.", icon=":material/check_circle:")
+        st.success(f"Finished. The {which} epoch's model is saved.",
+                   icon=":material/check_circle:")
     elif state == "stopped":
-        st.warning("Stopped. The best model so far is kept.", icon=":material/stop_circle:")
+        st.warning(f"Stopped. The {which} model so far is kept.", icon=":material/stop_circle:")
     elif state == "interrupted":
         st.warning(f"Interrupted: {status.get('error')}", icon=":material/warning:")
     elif state == "failed":
@@ -299,7 +357,8 @@ def show_run(run: Run):
     kept = run.kept_epoch_if_cut_short(state)
     if kept:
         st.caption(f"The model kept is epoch {kept['global_epoch']}'s (validation accuracy "
-                   f"{100 * (kept.get('val_accuracy') or 0):.1f}%), the best that was saved.")
+                   f"{100 * (kept.get('val_accuracy') or 0):.1f}%), the {which} that was "
+                   "saved.")
     for warning in run.warnings():
         st.caption(f":material/warning: {warning}")
     if state in ("queued", "running"):

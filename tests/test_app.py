@@ -498,12 +498,22 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     at.selectbox(key="backbone").set_value("vgg16").run()
     at.radio(key="strategy").set_value("fine_tune").run()
     assert_no_exception(at)
+    assert at.radio(key="view_bank_mode").value == "auto"  # TrainConfig's default
+    at.number_input(key="epochs").set_value(10).run()
+    at.number_input(key="ft_epochs").set_value(20).run()
+    # 10 + 20 epochs read the bank: one view per three epochs
+    assert any(c.startswith("Automatic: 10 views (30 epochs read the bank")
+               for c in texts(at.caption)), texts(at.caption)
+    assert any(c.startswith("The frozen part runs 10×") for c in texts(at.caption))
+    at.radio(key="view_bank_mode").set_value("number").run()
     assert at.number_input(key="view_bank").value == 3
     manifest = load_manifest(on_trained["run"].config.manifest)
     n_train, n_val = (len(manifest.files(split)[0]) for split in ("train", "validation"))
-    # VGG16 at 32 px: 2x2x512 at block4_pool, 1x1x512 at the base's output, float32
-    prefix, output = 4 * 2 * 2 * 512, 4 * 1 * 1 * 512
-    total, head = (3 * n_train + n_val) * (prefix + output), (3 * n_train + n_val) * output
+    # VGG16 at 32 px: 2x2x512 at block4_pool, 1x1x512 at the base's output; the views in
+    # float16, the validation photos in float32
+    prefix, output = 2 * 2 * 512, 1 * 1 * 512
+    total = 3 * n_train * 2 * (prefix + output) + n_val * 4 * (prefix + output)
+    head = 3 * n_train * 2 * output + n_val * 4 * output
     [caption] = [c for c in texts(at.caption) if c.startswith("The frozen part runs 3×")]
     assert f"The bank takes {total / 2**20:.1f} MiB of disk" in caption
     assert f"3 × {n_train} training views and {n_val} validation photos at `block4_pool`" in caption
@@ -512,6 +522,17 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     at.number_input(key="view_bank").set_value(0).run()
     assert not [c for c in texts(at.caption) if c.startswith("The frozen part runs")]
     assert sorted((on_trained["workspace"] / "cache").rglob("*.npy")) == files_before
+
+
+def test_train_page_keeps_the_last_epoch_only_without_early_stopping(on_trained):
+    at = open_page("train", size_vgg16=32)
+    at.selectbox(key="backbone").set_value("vgg16").run()
+    assert "the last epoch (the chapter's way)" in at.selectbox(key="monitor").options
+    at.selectbox(key="monitor").set_value("last").run()
+    assert_no_exception(at)
+    assert not at.error
+    at.number_input(key="patience").set_value(3).run()
+    assert any("early_stopping_patience" in e.value for e in at.error)
 
 
 def demo_split(workspace: Path) -> Path:

@@ -124,14 +124,18 @@ def test_a_user_error_is_one_line_and_exit_status_1(tmp_path):
 
 
 def test_train_uses_the_view_bank_unless_told_otherwise(tmp_path):
-    """The CLI's default K is the Train page's (3); --view-bank 0 is the chapter's way."""
+    """The CLI's default is TrainConfig's ("auto"); a number fixes K; 0 is the chapter's way."""
     from transfer_core.commands import _train_config
 
     parser = build_parser()
     args = parser.parse_args(["train", "--data", str(tmp_path / "m.json")])
-    assert _train_config(args).view_bank == 3
-    args = parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "0"])
-    assert _train_config(args).view_bank == 0
+    assert _train_config(args).view_bank == "auto"
+    for given, expected in (("0", 0), ("7", 7), ("auto", "auto")):
+        args = parser.parse_args(["train", "--data", str(tmp_path / "m.json"),
+                                  "--view-bank", given])
+        assert _train_config(args).view_bank == expected
+    with pytest.raises(SystemExit):  # argparse's one-line error
+        parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "lots"])
 
 
 def test_cache_shows_its_size_and_clear_frees_it_unless_a_run_trains(tmp_path, capsys):

@@ -110,6 +110,7 @@ def curves_figure(
     show_raw: bool = True,
     show_smoothed: bool = True,
     monitor: str = "val_loss",
+    monitors: dict[str, str] | None = None,
 ) -> go.Figure:
     """Training and validation curves of one metric for one or several runs.
 
@@ -117,7 +118,8 @@ def curves_figure(
     Each run gets one colour; training is drawn with open dots and a dotted line, validation
     with filled dots and a solid line. Raw values are dots (the chapter's ``'bo'``), smoothed
     values (``smooth_curve`` with ``factor``, restarted at each phase) are lines. The epoch
-    ``monitor`` rates best is starred on the validation curve, and a dashed vertical line marks
+    ``monitor`` rates best (a run's own in ``monitors``, by name; "last": the last epoch, the
+    one such a run keeps) is starred on the validation curve, and a dashed vertical line marks
     where fine-tuning starts. No colours or template are forced on the background, so the
     figure takes the theme of wherever it is shown (Streamlit's light or dark theme).
     """
@@ -181,7 +183,8 @@ def curves_figure(
                     **common,
                 ))
 
-        best = best_epoch(epochs, monitor)
+        rule = (monitors or {}).get(name, monitor)
+        best = best_epoch(epochs, rule)
         best_value = _number_or_none(best.get("val_" + metric)) if best else None
         if best_value is not None:
             best_x = _global_epoch(best)
@@ -194,11 +197,11 @@ def curves_figure(
                 marker={"color": colour, "symbol": "star", "size": 16,
                         "line": {"width": 1, "color": "white"}},
                 hovertemplate=(
-                    f"{name}<br>best epoch by {monitor}: %{{x}}<br>"
+                    f"{name}<br>{_rule_words(rule)}: %{{x}}<br>"
                     f"validation {metric}: %{{y:{value_format}}}<extra></extra>"
                 ),
             ))
-            label = f"best epoch {best_x}"
+            label = f"last epoch {best_x} (kept)" if rule == "last" else f"best epoch {best_x}"
             fig.add_annotation(
                 x=best_x, y=best_value,
                 text=f"{name}: {label}" if several else label,
@@ -294,3 +297,7 @@ def _metric_columns(epochs: Iterable[dict]) -> list[str]:
                     and not isinstance(value, bool)):
                 extra.append(key)
     return list(STANDARD_METRICS) + extra
+
+
+def _rule_words(rule: str) -> str:
+    return "the last epoch, kept" if rule == "last" else f"best epoch by {rule}"

@@ -23,9 +23,13 @@ def best_epoch(records: Iterable[dict], monitor: str = "val_loss") -> dict | Non
 
     Lowest wins for losses, highest for accuracy-like metrics, as in Keras' ModelCheckpoint
     with ``mode="auto"``; on a tie the earlier epoch wins, as a checkpoint would have kept it.
+    ``monitor="last"`` is the rule that keeps the last epoch, whatever its scores.
     """
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}.")
+    if monitor == "last":
+        epochs = epoch_records(records)
+        return epochs[-1] if epochs else None
     sign = -1.0 if _higher_is_better(monitor) else 1.0
     best, best_score = None, math.inf
     for record in epoch_records(records):
