@@ -4,11 +4,14 @@ Thin: a study is made, queued, followed and summarized by transfer_core.studies;
 asks for the plan and shows study.json's runs, so a reload or a second browser sees the same.
 """
 
+from types import SimpleNamespace
+
 import pandas as pd
 import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core.backbones import BACKBONES
+from transfer_core.bank import choose_views
 from transfer_core.errors import TransferLabError, system_error
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.runs import STRATEGIES, TrainConfig
@@ -70,8 +73,11 @@ def plan_form(manifest):
                              help="Every strategy's (fine-tuning: the classifier phase).")
     fine_tune_epochs = c2.number_input("Fine-tuning epochs", 1, 500, 100, key="compare_ft",
                                        disabled="fine_tune" not in strategies)
-    views = c3.number_input("View bank (augmented views)", 0, 100, 3, key="compare_views",
-                            help="As on the Train page: 0 augments on the fly.")
+    automatic = c3.toggle("Automatic view bank", True, key="compare_bank_auto",
+                          help="As on the Train page: one augmented view per three epochs "
+                               "(3 to 30); off, a number of views, 0 augmenting on the fly.")
+    views = "auto" if automatic else int(c3.number_input(
+        "View bank (augmented views)", 0, 100, 3, key="compare_views"))
     if not strategies:
         st.info("Pick at least one strategy.", icon=":material/info:")
         return None
@@ -79,9 +85,11 @@ def plan_form(manifest):
     with st.spinner(f"Measuring {BACKBONES[backbone].label} on this machine…"):
         speed = throughput(backbone, int(size))
         share = share_above(backbone, int(size)) if "fine_tune" in strategies else 0.1
-    per_strategy = estimate_seconds(speed, counts.get("train", 0), counts.get("validation", 0),
-                                    int(epochs), int(fine_tune_epochs), top_share=share,
-                                    views=int(views))
+    per_strategy = {strategy: estimate_seconds(
+        speed, counts.get("train", 0), counts.get("validation", 0), int(epochs),
+        int(fine_tune_epochs), top_share=share,
+        views=views_of(strategy, views, int(epochs), int(fine_tune_epochs)))[strategy]
+        for strategy in strategies}
     total = estimate_study_seconds(per_strategy, strategies, int(seeds), counts.get("test", 0),
                                    speed["images_per_second"])
     st.caption(f"Estimated time on this machine: **{human_duration(total)}** for "
@@ -92,11 +100,18 @@ def plan_form(manifest):
         base = TrainConfig(manifest=str(manifest.path), backbone=backbone, weights=weights,
                            strategy=strategies[0], epochs=int(epochs),
                            fine_tune_epochs=int(fine_tune_epochs), image_size=int(size),
-                           view_bank=int(views), classes=manifest.classes)
+                           view_bank=views, classes=manifest.classes)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
     return base, strategies, seeds_for(int(seeds))
+
+
+def views_of(strategy: str, views: int | str, epochs: int, fine_tune_epochs: int) -> int:
+    """The views a run of `strategy` will use: as set, or as "auto" picks them (disk aside)."""
+    config = SimpleNamespace(strategy=strategy, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+                             view_bank=views)
+    return choose_views(config, 0, 0)[0]
 
 
 def show_progress(study: Study, progress: dict) -> None:
