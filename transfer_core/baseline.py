@@ -17,12 +17,13 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import feature_rows
 from .datasets import load_manifest
 from .features import FeatureCache
 from .runs import Run, TrainConfig
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-ROWS_PER_CHUNK = 256  # pooled in chunks: a memory-mapped split is never read whole at once
+ROWS_PER_CHUNK = 256  # pooled in chunks: a cached split is never read whole at once
 
 
 def applies(config: TrainConfig) -> bool:
@@ -31,11 +32,9 @@ def applies(config: TrainConfig) -> bool:
 
 
 def pooled(features: np.ndarray) -> np.ndarray:
-    """(N, h, w, c) → (N, c): the mean over the spatial axes, as global average pooling."""
-    if features.ndim == 2:
-        return np.asarray(features, dtype="float32")
-    return np.concatenate([np.asarray(features[i:i + ROWS_PER_CHUNK]).mean(axis=(1, 2))
-                           for i in range(0, len(features), ROWS_PER_CHUNK)])
+    """(N, h, w, c) → (N, c): the mean over the spatial axes, as global average pooling, read
+    in chunks by explicit reads (a memory map read whole would hold the split in memory)."""
+    return feature_rows.pooled(features, ROWS_PER_CHUNK)
 
 
 def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: int = 0):
