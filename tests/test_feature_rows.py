@@ -133,3 +133,20 @@ def test_reading_a_split_leaves_the_process_memory_flat(tmp_path):
         assert np.array(mapped[first:first + 16]).min() == 1.0
     through_map = _rss_mib() - start
     assert streamed < 16 and through_map > 48, (streamed, through_map)
+
+
+def test_the_baseline_fits_on_a_bounded_repeatable_sample():
+    from transfer_core.baseline import MAX_TRAIN_PHOTOS, training_sample
+
+    rows = training_sample(5 * MAX_TRAIN_PHOTOS, seed=1)
+    assert len(rows) == MAX_TRAIN_PHOTOS == len(np.unique(rows))
+    assert np.array_equal(rows, np.sort(rows)) and rows.max() < 5 * MAX_TRAIN_PHOTOS
+    assert np.array_equal(rows, training_sample(5 * MAX_TRAIN_PHOTOS, seed=1))
+    assert np.array_equal(training_sample(300, seed=1), np.arange(300))  # small: every photo
+
+
+def test_pooled_rows_are_those_rows_pooled(features):
+    array, mapped = features
+    rows = np.array([2, 3, 40])
+    assert np.allclose(pooled(mapped, size=2, rows=rows), array[rows].mean(axis=(1, 2)),
+                       rtol=0, atol=1e-6)

@@ -58,16 +58,18 @@ class RowReader:
             yield self.range(start, start + size)
 
 
-def pooled(features: np.ndarray, size: int = CHUNK_ROWS) -> np.ndarray:
+def pooled(features: np.ndarray, size: int = CHUNK_ROWS, rows: np.ndarray | None = None
+           ) -> np.ndarray:
     """(N, h, w, c) → (N, c) float32: the mean over the spatial axes (as global average
-    pooling), read `size` rows at a time; (N, c) rows come back as float32."""
+    pooling) of every row, or of `rows` only, read `size` rows at a time; (N, c) rows come
+    back as they are, as float32."""
     reader = RowReader(features)
-    if len(reader.row_shape) == 1:
-        return np.concatenate(list(reader.chunks(size))) if len(reader) else \
-            np.zeros((0, *reader.row_shape), "float32")
-    out = np.empty((len(reader), reader.row_shape[-1]), "float32")
-    for start, chunk in zip(range(0, len(reader), size), reader.chunks(size)):
-        out[start:start + len(chunk)] = chunk.mean(axis=tuple(range(1, chunk.ndim - 1)))
+    rows = np.arange(len(reader)) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), reader.row_shape[-1]), "float32")
+    for start in range(0, len(rows), size):
+        chunk = reader.take(rows[start:start + size])
+        out[start:start + len(chunk)] = (chunk if chunk.ndim == 2 else
+                                         chunk.mean(axis=tuple(range(1, chunk.ndim - 1))))
     return out
 
 
