@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 STAGES = ("scan", "split", "extract", "train", "evaluate")
+# --fill: the split from the names and the cache filled with random rows, no scan or extraction
+FILLED = ("listed", "fill", "train", "evaluate")
 HERE = Path(__file__).resolve().parent.parent  # this checkout
 
 
@@ -159,8 +161,56 @@ def _evaluate(job, work):
             "baseline_accuracy": baseline.get("accuracy", baseline.get("error"))}
 
 
+def _listed(job, work):
+    """The split without the scan: 0.8/0.1/0.1 of each class by a seeded shuffle of the
+    names (for --fill, when there is no time to decode every photo)."""
+    import numpy as np
+
+    from transfer_core.datasets import Manifest
+
+    rows, per_class = [], job["photos"] // 2
+    for label in ("cat", "dog"):
+        order = np.random.default_rng(0).permutation(per_class)
+        for place, i in enumerate(order.tolist()):
+            split = ("train" if place < 0.8 * per_class else
+                     "validation" if place < 0.9 * per_class else "test")
+            rows.append((str(Path(job["data"]) / f"{label}.{i}.jpg"), label, split))
+    manifest = Manifest(root=job["data"], classes=["cat", "dog"], rows=rows,
+                        request={"fractions": [0.8, 0.1, 0.1], "seed": 0})
+    path = manifest.save(work, "scale")
+    (work / "manifest-path").write_text(str(path))
+    return {"counts": {s: len(manifest.files(s)[0]) for s in ("train", "validation", "test")}}
+
+
+def _fill(job, work):
+    """Not an extraction: each split's cache entry written with repeated seeded random rows
+    of MobileNetV2's shape, under the key training looks up, to measure the stages after
+    extraction at sizes whose extraction there is no time for."""
+    import numpy as np
+
+    from transfer_core.datasets import load_manifest
+    from transfer_core.features import ExtractionSpeed, FeatureCache
+    from transfer_core.training import feature_spec
+
+    config = _config(work)
+    manifest, cache = load_manifest(config.manifest), FeatureCache(work)
+    spec = feature_spec(config, precision="float32").resolved()
+    block = np.random.default_rng(0).normal(size=(256, 5, 5, 1280)).astype("float32")
+
+    def compute(out):
+        for start in range(0, len(out), len(block)):
+            out.append(block[:len(out) - start])
+        return ExtractionSpeed(len(out), 1.0, len(out), 1.0)
+
+    for split in ("train", "validation", "test"):
+        paths, labels = manifest.files(split)
+        cache._compute(cache.key(paths, labels, spec), paths, labels, spec,
+                       (len(paths), *block.shape[1:]), compute, None)
+    return {"filled": True}
+
+
 STAGE_BODIES = {"scan": _scan, "split": _split, "extract": _extract, "train": _train,
-                "evaluate": _evaluate}
+                "evaluate": _evaluate, "listed": _listed, "fill": _fill}
 
 
 def child(job: dict, code: str) -> dict:
@@ -209,7 +259,9 @@ def ratios(rows: list[dict]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8000, 25000, 100000])
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--stages", nargs="+", choices=list(STAGE_BODIES))
+    parser.add_argument("--fill", action="store_true",
+                        help="skip the scan and the extraction: " + _fill.__doc__.split(":")[0])
     parser.add_argument("--root", default="/tmp/scale-bench")
     parser.add_argument("--code", default=str(HERE), help="the checkout whose transfer_core runs")
     parser.add_argument("--clean", action="store_true", help="remove each size's workspace after")
@@ -220,6 +272,7 @@ def main(argv=None):
             report = run_stage(json.loads(args.child))
         print(json.dumps(report))
         return
+    stages = args.stages or (FILLED if args.fill else STAGES)
     root, rows = Path(args.root), []
     print(f"load average before: {os.getloadavg()}", flush=True)
     for size in args.sizes:
@@ -228,7 +281,7 @@ def main(argv=None):
         print(f"{size:,} photos ready in {time.perf_counter() - started:.1f} s", flush=True)
         work = root / f"work-{size}"
         work.mkdir(exist_ok=True)
-        for stage in args.stages:
+        for stage in stages:
             row = child({"stage": stage, "photos": size, "data": str(data), "work": str(work)},
                         args.code)
             row["load_average"] = os.getloadavg()
