@@ -33,6 +33,7 @@ from .backbones import build_base, get_backbone, preprocess_mode, weights_id
 from .datasets import Manifest
 from .device import configure
 from .errors import DatasetError, ImageError, Stopped
+from .feature_rows import RowReader
 from .inputs import inference_batches
 from .precision import building_in
 from .layers import Preprocess
@@ -423,10 +424,11 @@ def run_layers(layers, rows: np.ndarray, batch_size: int, out: NpyWriter, progre
     signature = tf.TensorSpec((None, *rows.shape[1:]), tf.float32)
     forward = tf.function(lambda x: layers(x, training=False), input_signature=[signature])
     started, first = time.perf_counter(), None
+    reader = RowReader(rows)  # explicit reads: the source split never grows the process
     for start in range(0, len(rows), batch_size):
         if should_stop and should_stop():
             raise Stopped()
-        out.append(forward(np.asarray(rows[start:start + batch_size], "float32")).numpy())
+        out.append(forward(reader.range(start, start + batch_size)).numpy())
         first = first or (out.rows, time.perf_counter() - started)
         if progress:
             progress(out.rows, len(rows))

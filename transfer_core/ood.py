@@ -178,6 +178,7 @@ def _cached_pooled(run, paths: list[str], labels: list[int]) -> np.ndarray | Non
     if run.config.strategy == "fine_tune" or not paths:
         return None
     from . import config
+    from .feature_rows import pooled
     from .features import FeatureCache
     from .training import feature_spec
 
@@ -188,7 +189,7 @@ def _cached_pooled(run, paths: list[str], labels: list[int]) -> np.ndarray | Non
     cached = cache.load(cache.key(paths, labels, feature_spec(run.config).resolved()), paths)
     if cached is None or cached.features.ndim != 4 or len(cached.features) != len(paths):
         return None
-    return np.asarray(cached.features, dtype="float32").mean(axis=(1, 2))
+    return pooled(cached.features)  # in chunks: the split's maps are never in memory whole
 
 
 def _part(progress, offset: int, total: int):

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from .errors import RunError
+from .feature_rows import FeatureBatches, RowReader
 from .runs import TrainConfig
 from .strategies import build_head, compile_model
 
@@ -49,7 +50,9 @@ def lr_range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: 
                   seed: int = 0) -> dict:
     """Train `model` (compiled) for `steps` batches, the rate growing exponentially from
     `start` to `end`; the rates tried, their smoothed losses and the rate chosen (RULE).
-    The batches cycle through a shuffled `x` when it holds fewer than `steps` batches."""
+    The batches cycle through a shuffled `x` when it holds fewer than `steps` batches; each
+    is read from `x` as it is needed (a cached split is never in memory whole)."""
+    reader = RowReader(x)
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(x))
                             for _ in range(math.ceil(steps * batch_size / len(x)))])
@@ -59,7 +62,7 @@ def lr_range_test(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: 
         rate = start * factor ** step
         model.optimizer.learning_rate.assign(rate)
         rows = order[step * batch_size:(step + 1) * batch_size]
-        loss = float(model.train_on_batch(x[rows], y[rows], return_dict=True)["loss"])
+        loss = float(model.train_on_batch(reader.take(rows), y[rows], return_dict=True)["loss"])
         average = SMOOTHING * average + (1 - SMOOTHING) * loss
         smoothed = average / (1 - SMOOTHING ** (step + 1))
         if not math.isfinite(smoothed) or (step > 0 and smoothed > DIVERGED * best):
@@ -81,7 +84,10 @@ def _labels(y, num_classes):
 
 
 def try_pooling(pooling: str, config: TrainConfig, train, validation, num_classes: int) -> dict:
-    """One head input: its range test, then training at the chosen rate with early stopping."""
+    """One head input: its range test, then training at the chosen rate with early stopping.
+    The features are read in batches, shuffled each epoch (a one-view ViewBank)."""
+    from .training import ViewBank  # training imports this module
+
     config = replace(config, pooling=pooling)
     keras.utils.set_random_seed(config.seed)
     head = build_head(train[0].shape[1:], num_classes, config)
@@ -93,8 +99,9 @@ def try_pooling(pooling: str, config: TrainConfig, train, validation, num_classe
     head = build_head(train[0].shape[1:], num_classes, config)
     compile_model(head, num_classes, found["chosen"], jit_compile=False)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE)
-    history = head.fit(*train, validation_data=validation, epochs=MAX_EPOCHS,
-                       batch_size=config.batch_size, verbose=0, callbacks=[stop]).history
+    data = ViewBank(*train, 1, config.batch_size, config.seed)
+    history = head.fit(data, validation_data=FeatureBatches(*validation, config.batch_size),
+                       epochs=MAX_EPOCHS, verbose=0, callbacks=[stop]).history
     best = int(np.argmin(history["val_loss"]))
     return {"pooling": pooling, "learning_rate": found["chosen"],
             "range_test": {k: found[k] for k in ("rates", "losses")},
@@ -106,8 +113,8 @@ def try_pooling(pooling: str, config: TrainConfig, train, validation, num_classe
 def search(config: TrainConfig, train, validation, num_classes: int) -> dict:
     """What was tried and what was chosen, from (features, labels) of train and validation."""
     started = time.perf_counter()
-    train = (np.asarray(train[0]), _labels(train[1], num_classes))
-    validation = (np.asarray(validation[0]), _labels(validation[1], num_classes))
+    train = (train[0], _labels(train[1], num_classes))  # features stay on disk, if cached
+    validation = (validation[0], _labels(validation[1], num_classes))
     tried = [try_pooling(p, config, train, validation, num_classes) for p in POOLINGS]
     chosen = min(tried, key=lambda t: t["val_loss"])
     return {"tried": tried, "chosen": {

@@ -22,6 +22,7 @@ from .bank import bank_growth, choose_views
 from .datasets import load_manifest
 from .device import configure
 from .errors import Stopped, TransferLabError
+from .feature_rows import FeatureBatches, RowReader
 from .features import Derivation, FeatureCache, FeatureSpec, room_for_features
 from .history import is_better
 from .precision import building_in, check_set
@@ -293,8 +294,9 @@ class _Session:
         val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
                         config.batch_size, config.seed, phase.first_epoch)
-        validation = (np.asarray(val.features, "float32"), self._labels(val.labels)) if val \
-            else None
+        # Read in batches as Keras asks for them: the split never sits in memory whole.
+        validation = (FeatureBatches(val.features, self._labels(val.labels), config.batch_size)
+                      if val else None)
         # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
         # faster on a CPU; with layers of the base training too, its epochs were slower and
         # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
@@ -372,12 +374,13 @@ class _Session:
 class ViewBank(keras.utils.PyDataset):
     """Batches of cached features for one epoch: every image once, in a new random order,
     through one of its K views. Image i's view in epoch e is (offset_i + e) mod K, with a
-    random offset per image, so each image cycles through all its views every K epochs."""
+    random offset per image, so each image cycles through all its views every K epochs.
+    Each batch is read from the cache file as it is needed (feature_rows.RowReader)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, views: int, batch_size: int,
                  seed: int, first_epoch: int = 0):
         super().__init__()
-        self.features, self.labels, self.views = features, labels, views
+        self.features, self.labels, self.views = RowReader(features), labels, views
         self.batch_size, self.seed = batch_size, seed
         self.images = len(labels)
         self.offsets = np.random.default_rng(seed).integers(0, views, self.images)
@@ -395,10 +398,8 @@ class ViewBank(keras.utils.PyDataset):
     def __getitem__(self, index):
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = self.rows[part]
-        ordered = np.argsort(rows)  # ascending rows read the memory map sequentially
-        # A bank is stored in float16 (features.storage_dtype): the model computes in float32.
-        return (np.asarray(self.features[rows[ordered]], "float32"),
-                self.targets[part][ordered])
+        ordered = np.argsort(rows)  # ascending rows read the file sequentially
+        return self.features.take(rows[ordered]), self.targets[part][ordered]
 
     def on_epoch_end(self):
         self.epoch += 1

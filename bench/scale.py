@@ -1,0 +1,300 @@
+"""Memory and time against the dataset's size (issue 19): scan, split, extraction, 2 head
+epochs and evaluation of a synthetic Kaggle-style dataset at several sizes, each stage in a
+fresh process that reports its own peak memory.
+
+    nice -n 10 python -m bench.scale --sizes 8000 25000 100000 [--root /tmp/scale-bench]
+    python -m bench.scale --sizes 25000 --stages train --code /work/main   # another checkout
+
+The photos (64×64 JPEGs, cat.N.jpg / dog.N.jpg, the two classes tinted apart) are made once
+under ROOT/pool and linked into one folder per size; each size has its own workspace, kept
+until the next run with that size (--clean removes it after, to free the disk: 100,000 photos
+cache 12.8 GB of float32 features). MobileNetV2 with random weights at 160 px: its flattened
+features are 5×5×1280 = 32,000 floats per photo, so holding a split in memory would show.
+
+Peak memory is the kernel's VmHWM of the stage's process (not getrusage's ru_maxrss, which
+Linux carries over fork and exec: bench/child.py), with the peaks of its anonymous and
+file-backed parts sampled every 50 ms (the pages of a read memory map are file-backed RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("scan", "split", "extract", "train", "evaluate")
+# --fill: the split from the names and the cache filled with random rows, no scan or extraction
+FILLED = ("listed", "fill", "train", "evaluate")
+HERE = Path(__file__).resolve().parent.parent  # this checkout
+
+
+# --- the photos --------------------------------------------------------------------------------
+
+def photo(label: int, index: int, size: int = 64):
+    """A noisy patch tinted by class with a lighter square: distinct photos, easy classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng([label, index])
+    tint = np.array([(190, 110, 60), (60, 110, 190)][label])
+    pixels = np.clip(tint + rng.normal(0, 40, (size, size, 3)), 0, 255)
+    x, y = rng.integers(0, size // 2, 2)
+    pixels[y:y + size // 3, x:x + size // 3] += 60
+    return Image.fromarray(np.clip(pixels, 0, 255).astype("uint8"))
+
+
+def photos(root: Path, count: int) -> Path:
+    """ROOT/photos-COUNT: count // 2 cats and dogs, linked from the pool (made when missing)."""
+    pool, folder = root / "pool", root / f"photos-{count}"
+    pool.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)
+    for label, name in enumerate(("cat", "dog")):
+        for i in range(count // 2):
+            source, target = pool / f"{name}.{i}.jpg", folder / f"{name}.{i}.jpg"
+            if not source.exists():
+                photo(label, i).save(source, quality=90)
+            if not target.exists():
+                os.link(source, target)
+    return folder
+
+
+# --- one stage in its own process --------------------------------------------------------------
+
+def run_stage(job: dict) -> dict:
+    """What the child process does: one stage, timed, with its peak memory."""
+    from bench.child import PeakSampler, status_mib
+
+    work = Path(job["work"])
+    before = status_mib()["VmRSS"]
+    sampler = PeakSampler()
+    sampler.start()
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    detail = STAGE_BODIES[job["stage"]](job, work)
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    sampler.done.set()
+    sampler.join()
+    return {"stage": job["stage"], "photos": job["photos"], "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(status_mib()["VmHWM"], 1),
+            "peak_anon_mib": round(sampler.peaks["RssAnon"], 1),
+            "peak_file_mib": round(sampler.peaks["RssFile"], 1),
+            "rss_before_mib": round(before, 1), **detail}
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time and its finished children's (the scan decodes in a pool)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _scan(job, work):
+    import pickle
+
+    from transfer_core.datasets import scan
+
+    report = scan(job["data"])
+    (work / "scan.pickle").write_bytes(pickle.dumps(report))
+    return {"images": len(report.images), "duplicates": len(report.duplicates)}
+
+
+def _split(job, work):
+    import pickle
+
+    from transfer_core.datasets import SplitRequest, split
+
+    report = pickle.loads((work / "scan.pickle").read_bytes())
+    manifest = split(report, SplitRequest(fractions=(0.8, 0.1, 0.1), seed=0))
+    path = manifest.save(work, "scale")
+    (work / "manifest-path").write_text(str(path))
+    return {"counts": {s: len(manifest.files(s)[0]) for s in ("train", "validation", "test")}}
+
+
+def _config(work):
+    from transfer_core.runs import TrainConfig
+
+    return TrainConfig(manifest=(work / "manifest-path").read_text(), backbone="mobilenet_v2",
+                       weights="none", image_size=160, strategy="feature_extraction", epochs=2,
+                       precision="float32")
+
+
+def _extract(job, work):
+    from transfer_core.datasets import load_manifest
+    from transfer_core.features import FeatureCache
+    from transfer_core.training import feature_spec
+
+    config = _config(work)
+    manifest, cache = load_manifest(config.manifest), FeatureCache(work)
+    spec = feature_spec(config, precision="float32")  # the key training looks up
+    seconds = {}
+    for split in ("train", "validation", "test"):
+        found = cache.extract(manifest, split, spec)
+        seconds[split] = round(found.seconds, 2)
+    return {"split_seconds": seconds, "feature_shape": list(found.features.shape[1:])}
+
+
+def _train(job, work):
+    from transfer_core.runs import Run
+    from transfer_core.training import train
+
+    run = Run.create(work, _config(work))
+    status = train(run, work)
+    if status["state"] != "finished":
+        raise RuntimeError(f"the run ended {status['state']}: {status.get('error')}")
+    (work / "run-path").write_text(str(run.folder))
+    epochs = [e["seconds"] for e in run.epochs()]
+    return {"epoch_seconds": epochs, "val_accuracy": run.epochs()[-1]["val_accuracy"]}
+
+
+def _evaluate(job, work):
+    from transfer_core.evaluation import evaluate
+    from transfer_core.runs import Run
+
+    run = Run(Path((work / "run-path").read_text()))
+    result = evaluate(run, force=True)
+    baseline = result.get("baseline") or {}
+    return {"accuracy": round(result["accuracy"], 4),
+            "baseline_accuracy": baseline.get("accuracy", baseline.get("error"))}
+
+
+def _listed(job, work):
+    """The split without the scan: 0.8/0.1/0.1 of each class by a seeded shuffle of the
+    names (for --fill, when there is no time to decode every photo)."""
+    import numpy as np
+
+    from transfer_core.datasets import Manifest
+
+    rows, per_class = [], job["photos"] // 2
+    for label in ("cat", "dog"):
+        order = np.random.default_rng(0).permutation(per_class)
+        for place, i in enumerate(order.tolist()):
+            split = ("train" if place < 0.8 * per_class else
+                     "validation" if place < 0.9 * per_class else "test")
+            rows.append((str(Path(job["data"]) / f"{label}.{i}.jpg"), label, split))
+    manifest = Manifest(root=job["data"], classes=["cat", "dog"], rows=rows,
+                        request={"fractions": [0.8, 0.1, 0.1], "seed": 0})
+    path = manifest.save(work, "scale")
+    (work / "manifest-path").write_text(str(path))
+    return {"counts": {s: len(manifest.files(s)[0]) for s in ("train", "validation", "test")}}
+
+
+def _fill(job, work):
+    """Not an extraction: each split's cache entry written with repeated seeded random rows
+    of MobileNetV2's shape, under the key training looks up, to measure the stages after
+    extraction at sizes whose extraction there is no time for."""
+    import numpy as np
+
+    from transfer_core.datasets import load_manifest
+    from transfer_core.features import ExtractionSpeed, FeatureCache
+    from transfer_core.training import feature_spec
+
+    config = _config(work)
+    manifest, cache = load_manifest(config.manifest), FeatureCache(work)
+    spec = feature_spec(config, precision="float32").resolved()
+    block = np.random.default_rng(0).normal(size=(256, 5, 5, 1280)).astype("float32")
+
+    def compute(out):
+        for start in range(0, len(out), len(block)):
+            out.append(block[:len(out) - start])
+        return ExtractionSpeed(len(out), 1.0, len(out), 1.0)
+
+    for split in ("train", "validation", "test"):
+        paths, labels = manifest.files(split)
+        cache._compute(cache.key(paths, labels, spec), paths, labels, spec,
+                       (len(paths), *block.shape[1:]), compute, None)
+    return {"filled": True}
+
+
+STAGE_BODIES = {"scan": _scan, "split": _split, "extract": _extract, "train": _train,
+                "evaluate": _evaluate, "listed": _listed, "fill": _fill}
+
+
+def child(job: dict, code: str) -> dict:
+    """One stage in a fresh process, importing transfer_core from the checkout `code`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([code, str(HERE)]),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
+                           json.dumps(job)], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"stage {job['stage']} at {job['photos']} photos failed:\n"
+                           f"{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def table(rows: list[dict]) -> str:
+    lines = ["| photos | stage | seconds | CPU s | µs/photo (wall) | peak RSS MiB | "
+             "anon / file MiB |", "|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['photos']:,} | {r['stage']} | {r['seconds']:.1f} | "
+                     f"{r['cpu_seconds']:.1f} | {1e6 * r['seconds'] / r['photos']:.0f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['peak_anon_mib']:.0f} / "
+                     f"{r['peak_file_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> str:
+    """Per stage, largest size against smallest: peak RSS, and time per photo."""
+    sizes = sorted({r["photos"] for r in rows})
+    if len(sizes) < 2:
+        return ""
+    lines = [f"Largest ({sizes[-1]:,}) against smallest ({sizes[0]:,}) size:"]
+    by = {(r["photos"], r["stage"]): r for r in rows}
+    for stage in STAGES:
+        small, large = by.get((sizes[0], stage)), by.get((sizes[-1], stage))
+        if small and large:
+            per = [r["seconds"] / r["photos"] for r in (small, large)]
+            cpu = [r["cpu_seconds"] / r["photos"] for r in (small, large)]
+            lines.append(f"- {stage}: peak RSS ×{large['peak_rss_mib'] / small['peak_rss_mib']:.3f}"
+                         f", wall time per photo ×{per[1] / per[0]:.3f}, CPU time per photo "
+                         f"×{cpu[1] / cpu[0]:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8000, 25000, 100000])
+    parser.add_argument("--stages", nargs="+", choices=list(STAGE_BODIES))
+    parser.add_argument("--fill", action="store_true",
+                        help="skip the scan and the extraction: " + _fill.__doc__.split(":")[0])
+    parser.add_argument("--root", default="/tmp/scale-bench")
+    parser.add_argument("--code", default=str(HERE), help="the checkout whose transfer_core runs")
+    parser.add_argument("--clean", action="store_true", help="remove each size's workspace after")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints: stdout is for the JSON
+            report = run_stage(json.loads(args.child))
+        print(json.dumps(report))
+        return
+    stages = args.stages or (FILLED if args.fill else STAGES)
+    root, rows = Path(args.root), []
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for size in args.sizes:
+        started = time.perf_counter()
+        data = photos(root, size)
+        print(f"{size:,} photos ready in {time.perf_counter() - started:.1f} s", flush=True)
+        work = root / f"work-{size}"
+        work.mkdir(exist_ok=True)
+        for stage in stages:
+            row = child({"stage": stage, "photos": size, "data": str(data), "work": str(work)},
+                        args.code)
+            row["load_average"] = os.getloadavg()
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        if args.clean:
+            shutil.rmtree(work, ignore_errors=True)
+    print(table(rows))
+    print(ratios(rows))
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:  # run as a file: the checkout to measure comes first on the path
+        sys.path[:1] = os.environ["PYTHONPATH"].split(os.pathsep)
+    main()
