@@ -8,7 +8,11 @@ from LR_START to LR_END, recording the smoothed loss; the rate chosen is a tenth
 with the lowest loss (fastai's old rule: the minimum is already at the edge of divergence).
 Each head input (Flatten, global average pooling) gets its own test, then trains at its rate
 with early stopping (patience PATIENCE on the validation loss, at most MAX_EPOCHS); the input
-with the lower best validation loss wins, and its best epoch sets the run's epochs.
+with the lower best validation loss wins, and its best epoch sets the run's epochs. Average
+pooling, cheap, goes first on features averaged once; the flatten head's fit, h × w times
+dearer, stops as soon as it is behind at equal epochs (successive halving), which it was on
+every set measured (docs/BENCHMARKS.md). Class weights, when set, weigh every step and the
+validation loss.
 """
 
 from __future__ import annotations
@@ -155,7 +159,8 @@ def try_pooling(pooling: str, config: TrainConfig, train, validation, num_classe
             "val_loss": float(history["val_loss"][best]),
             "val_accuracy": float(history["val_accuracy"][best]),
             "val_losses": [round(float(v), 5) for v in history["val_loss"]],
-            "stopped_behind": stopped}
+            "stopped_behind": stopped,
+            "class_weight": weights and {str(k): w for k, w in weights.items()}}  # JSON's keys
 
 
 def search(config: TrainConfig, train, validation, num_classes: int, screen: bool = True
@@ -219,12 +224,19 @@ def range_test_figure(recommendation: dict):
     return figure
 
 
+def _stopped_text(tried: dict) -> str:
+    if not tried.get("stopped_behind"):
+        return ""
+    return (f" (stopped after {tried['stopped_behind']} epochs: behind the other input's best "
+            "over as many epochs)")
+
+
 def recommendation_lines(recommendation: dict) -> list[str]:
     """What was tried and what was chosen, in words, for the Curves page."""
     chosen, rule = recommendation["chosen"], recommendation["rule"]
     lines = [f"{t['pooling']}: rate {t['learning_rate']:.1e}, best epoch {t['best_epoch']} of "
              f"{t['epochs_run']}, validation loss {t['val_loss']:.4f}, accuracy "
-             f"{100 * t['val_accuracy']:.1f}%" for t in recommendation["tried"]]
+             f"{100 * t['val_accuracy']:.1f}%" + _stopped_text(t) for t in recommendation["tried"]]
     lines.append(f"Chosen: {chosen['pooling']} at {chosen['learning_rate']:.1e} for at most "
                  f"{chosen['epochs']} epochs, early stopping with patience "
                  f"{chosen['early_stopping_patience']} ({recommendation['seconds']:.0f} s of "
