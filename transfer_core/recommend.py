@@ -10,9 +10,9 @@ Each head input (Flatten, global average pooling) gets its own test, then trains
 with early stopping (patience PATIENCE on the validation loss, at most MAX_EPOCHS); the input
 with the lower best validation loss wins, and its best epoch sets the run's epochs. Average
 pooling, cheap, goes first on features averaged once; the flatten head's fit, h × w times
-dearer, stops as soon as it is behind at equal epochs (successive halving), which it was on
-every set measured (docs/BENCHMARKS.md). Class weights, when set, weigh every step and the
-validation loss.
+dearer, stops as soon as it is behind at equal epochs (successive halving); on every run
+measured an unscreened search chose the same (docs/BENCHMARKS.md). Class weights, when set,
+weigh every step and the validation loss.
 """
 
 from __future__ import annotations
