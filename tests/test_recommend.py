@@ -3,6 +3,8 @@ that the chapter's presets keep the chapter's settings."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -11,8 +13,9 @@ from conftest import make_folder_dataset
 from transfer_core.cli import build_parser
 from transfer_core.commands import _train_config
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
-from transfer_core.recommend import (PATIENCE, default_settings, lr_range_test,
-                                     range_test_figure, recommendation_lines)
+from transfer_core.recommend import (PATIENCE, SCREEN_EPOCHS, _BehindAtEqualEpochs,
+                                     default_settings, lr_range_test, range_test_figure,
+                                     recommendation_lines, try_pooling)
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import read_json
 from transfer_core.strategies import compile_model
@@ -120,3 +123,39 @@ def load_manifest_for(tmp_path, request, per_class):
     else:
         manifest = split(scan(folder, workers=1), request)
     return load_manifest(manifest.save(tmp_path / "workspace", name))
+
+
+def screened(own_losses, rival_losses):
+    """The epoch after which _BehindAtEqualEpochs stops a fit with these validation losses."""
+    rule = _BehindAtEqualEpochs(rival_losses, SCREEN_EPOCHS)
+    rule.set_model(logistic_model())
+    rule.model.stop_training = False  # as fit() starts
+    for epoch, loss in enumerate(own_losses):
+        rule.on_epoch_end(epoch, {"val_loss": loss})
+        if rule.model.stop_training:
+            return rule.stopped_after
+    return None
+
+
+def test_the_flatten_fit_stops_once_it_is_behind_at_equal_epochs():
+    rival = [0.5, 0.4, 0.3, 0.25, 0.24]
+    assert screened([0.6, 0.5, 0.45, 0.2], rival) == SCREEN_EPOCHS  # behind from the start
+    assert screened([0.6, 0.35, 0.31, 0.2], rival) == SCREEN_EPOCHS  # its best 0.31 > 0.3
+    assert screened([0.4, 0.3, 0.2, 0.3, 0.25, 0.22], rival) is None  # ahead: runs on
+    assert screened([0.4, 0.3, 0.29, 0.28, 0.27, 0.26], rival) == 4  # overtaken at epoch 4
+    assert screened([0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2], rival) is None  # past the rival's end
+
+
+def test_the_search_honours_class_weights():
+    # Nine photos of class 0 for one of class 1: "balanced" weighs class 1 nine times more,
+    # in the range test, the fit and the validation loss that chooses.
+    rng = np.random.default_rng(0)
+    y = (np.arange(100) % 10 == 0).astype("float32")
+    x = (rng.normal(0, 1, (100, 2, 2, 4)) + 1.5 * y[:, None, None, None]).astype("float32")
+    config = TrainConfig(manifest="m.json", batch_size=10)
+    plain, weighted = (try_pooling("avg", replace(config, class_weight=mode), (x[:60], y[:60]),
+                                   (x[60:], y[60:]), 2) for mode in ("none", "balanced"))
+    assert plain["class_weight"] is None
+    assert weighted["class_weight"] == {"0": pytest.approx(60 / 108), "1": pytest.approx(5)}
+    assert weighted["range_test"]["losses"][:3] != plain["range_test"]["losses"][:3]
+    assert weighted["val_losses"][0] != pytest.approx(plain["val_losses"][0])

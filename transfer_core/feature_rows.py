@@ -74,20 +74,22 @@ def pooled(features: np.ndarray, size: int = CHUNK_ROWS, rows: np.ndarray | None
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """(features, labels) batches of a cached split in order, read as they are needed: the
-    validation data of a fit (Keras evaluates it batch by batch all the same)."""
+    """(features, labels[, sample weights]) batches of a cached split in order, read as they
+    are needed: the validation data of a fit (Keras evaluates it batch by batch all the same)."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, batch_size: int):
+    def __init__(self, features: np.ndarray, labels: np.ndarray, batch_size: int,
+                 weights: np.ndarray | None = None):
         super().__init__()
         self.reader, self.labels, self.batch_size = RowReader(features), labels, batch_size
+        self.weights = weights
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __getitem__(self, index):
-        start = index * self.batch_size
-        return (self.reader.range(start, start + self.batch_size),
-                self.labels[start:start + self.batch_size])
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        batch = (self.reader.range(part.start, part.stop), self.labels[part])
+        return batch if self.weights is None else (*batch, self.weights[part])
 
 
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,

@@ -144,10 +144,11 @@ def inference_model(base: keras.Model, head: keras.Model, config: TrainConfig) -
 
 
 def compile_model(model: keras.Model, num_classes: int, learning_rate: float,
-                  jit_compile="auto") -> None:
+                  jit_compile="auto", steps_per_execution: int = 1) -> None:
     _, _, loss = output_spec(num_classes)
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss=loss,
-                  metrics=["accuracy"], jit_compile=jit_compile)
+                  metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution)
 
 
 def freeze_base(base: keras.Model) -> None:
