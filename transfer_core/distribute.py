@@ -183,17 +183,22 @@ def place(setting: str, environ=None) -> Placement:
     return Placement(kind, setting, tf.distribute.MirroredStrategy(devices), devices)
 
 
-def training_input(placement: Placement, data, class_weight: dict | None):
-    """`fit`'s data and class_weight on this placement. Several workers: a distributed dataset
-    in which each replica takes its share of every global batch, in order, so that a step
-    trains on the photos one device's step would (TensorFlow's own sharding would instead give
-    each worker whole batches: a global batch of batch_size × workers). `data`: a tf.data
-    dataset or a keras PyDataset of global batches."""
+def training_input(placement: Placement, data, class_weight: dict | None, epochs: int,
+                   steps: int) -> dict:
+    """fit()'s `x`, `class_weight` and `steps_per_epoch` on this placement, for `epochs` epochs
+    of `steps` batches. Several workers: a distributed dataset of every epoch in which each
+    replica takes its share of every global batch, in order, so that a step trains on the
+    photos one device's step would (TensorFlow's own sharding would give each worker whole
+    batches: a global batch of batch_size × workers). `data`: a tf.data dataset of one epoch's
+    global batches, or a keras PyDataset of them."""
     if placement.kind != "multi-worker":
-        return data, class_weight
+        return {"x": data, "class_weight": class_weight}
     import tensorflow as tf
 
-    dataset = data if isinstance(data, tf.data.Dataset) else _dataset_of(data)
+    if isinstance(data, tf.data.Dataset):
+        dataset = data.repeat(epochs)
+    else:
+        dataset = _dataset_of(data, epochs)
     if class_weight is not None:  # Keras cannot weigh a distributed dataset: weigh it first
         weights = tf.constant([class_weight[c] for c in sorted(class_weight)], tf.float32)
         dataset = dataset.map(lambda x, y: (x, y, tf.gather(weights, tf.cast(y, tf.int32))))
@@ -209,24 +214,33 @@ def training_input(placement: Placement, data, class_weight: dict | None):
 
         return dataset.flat_map(shares)
 
-    return placement.strategy.distribute_datasets_from_function(replica_batches), None
+    return {"x": placement.strategy.distribute_datasets_from_function(replica_batches),
+            "class_weight": None, "steps_per_epoch": steps}
 
 
-def _dataset_of(py_dataset):
-    """A keras PyDataset as tf.data: one epoch of its batches per pass, then its on_epoch_end,
-    as fit() would call it."""
+def _dataset_of(py_dataset, epochs: int):
+    """A keras PyDataset as tf.data: `epochs` epochs of its batches, with on_epoch_end called
+    as fit() calls it: once before the first epoch too (Keras 3.15 resets its iterator after
+    building the model), then after each. Each pass works on a copy: fit() opens a first
+    iterator only to build the model, and what that one reads ahead must not move the epochs
+    of the next."""
+    import copy
+
     import tensorflow as tf
 
     x, y = py_dataset[0]
     signature = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
                  tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
 
-    def epoch():
-        for index in range(len(py_dataset)):
-            yield py_dataset[index]
-        py_dataset.on_epoch_end()
+    def batches():
+        own = copy.copy(py_dataset)
+        own.on_epoch_end()
+        for _ in range(epochs):
+            for index in range(len(own)):
+                yield own[index]
+            own.on_epoch_end()
 
-    return tf.data.Dataset.from_generator(epoch, output_signature=signature)
+    return tf.data.Dataset.from_generator(batches, output_signature=signature)
 
 
 def _multi_worker_strategy():

@@ -295,10 +295,9 @@ class _Session:
             # shuffle=False: the ViewBank orders each epoch from the seed; Keras' own shuffle
             # of its batches would draw on Python's global random state, which a strategy's
             # start-up moves, so one device and two would train on different orders.
-            data, class_weight = self._input(data)
-            trainer.fit(data, validation_data=validation, epochs=phase.last_epoch,
-                        initial_epoch=phase.first_epoch, shuffle=False, verbose=0,
-                        callbacks=self._callbacks(recorder), class_weight=class_weight)
+            trainer.fit(**self._input(data, phase, len(data)), validation_data=validation,
+                        epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+                        shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
 
     def _cached(self, cache, split: str, views: int, layer: str | None):
         """A split's features at `layer` (None: the base's output). A fine-tune run derives the
@@ -334,16 +333,16 @@ class _Session:
         train = self._images(paths, labels, shuffle=True)
         validation = (self._images(*self.manifest.files("validation"))
                       if self._has("validation") else None)
-        recorder = self._recorder(phase, math.ceil(len(paths) / self.config.batch_size))
+        steps = math.ceil(len(paths) / self.config.batch_size)
+        recorder = self._recorder(phase, steps)
         stage = ("training the convnet from scratch" if self.config.strategy == "from_scratch"
                  else phase.stage(on_cache=False))
         self.run.update_status(stage=stage, progress=None)
         with self.scope():
             compile_model(self.model, self.num_classes, phase.learning_rate)
-            train, class_weight = self._input(train)
-            self.model.fit(train, validation_data=validation, epochs=phase.last_epoch,
-                           initial_epoch=phase.first_epoch, shuffle=False, verbose=0,
-                           callbacks=self._callbacks(recorder), class_weight=class_weight)
+            self.model.fit(**self._input(train, phase, steps), validation_data=validation,
+                           epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+                           shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
 
     def _images(self, paths, labels, shuffle=False):
         data = image_dataset(paths, labels, self.config.image_size, self.config.batch_size,
@@ -352,12 +351,12 @@ class _Session:
             data = data.map(lambda x, y: (x, keras.ops.cast(y, "float32")))
         return data
 
-    def _input(self, data):
+    def _input(self, data, phase: Phase, steps: int) -> dict:
         """fit()'s training data and class_weight, shared between workers when there are
         several (distribute.training_input)."""
         if self.placement is None:
-            return data, self._class_weight()
-        return training_input(self.placement, data, self._class_weight())
+            return {"x": data, "class_weight": self._class_weight()}
+        return training_input(self.placement, data, self._class_weight(), phase.epochs, steps)
 
     def _class_weight(self):
         """Keras turns it into per-photo weights for a PyDataset and a tf.data input alike."""
