@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))  # run as a script: the package is the project's
 SMALL = ["--backbone", "vgg16", "--weights", "none", "--image-size", "32", "--epochs", "2",
          "--batch-size", "8", "--learning-rate", "2e-3", "--dropout", "0",
          "--precision", "float32", "--settings", "chapter"]
@@ -77,6 +78,7 @@ def main() -> None:
                            "multi-worker", flags, {"cluster": {"worker": workers},
                                                    "task": {"type": "worker", "index": i}})
                     for i in range(2)])
+    print(json.dumps({"one_process": one, "two_workers": two}), file=sys.stderr, flush=True)
     from transfer_core.predict import load_model
 
     heads = [load_model(root / name / "model.keras").get_layer("head").get_weights()
