@@ -196,6 +196,7 @@ class Cache:
 
 
 def _train_arguments(parser):
+    from .distribute import SETTINGS as DISTRIBUTE
     from .runs import STRATEGIES, TrainConfig
 
     _run_settings_arguments(parser)
@@ -203,6 +204,12 @@ def _train_arguments(parser):
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--run-dir", default=None, type=path_argument,
                         help="the run folder (default: a new folder under the workspace's runs)")
+    parser.add_argument("--distribute", default=TrainConfig.distribute, choices=DISTRIBUTE,
+                        help="where to train: none (one device), mirrored (every local GPU), "
+                             "multi-worker (the machines TF_CONFIG names; run the same command "
+                             "on each), auto (multi-worker with TF_CONFIG, else mirrored with "
+                             "several GPUs, else none); --batch-size stays the global batch "
+                             "(README, \"Scaling out\")")
 
 
 def _run_settings_arguments(parser, data_required: bool = True):
@@ -235,6 +242,8 @@ def _run_settings_arguments(parser, data_required: bool = True):
                         choices=["backbone", "rescale"])
     parser.add_argument("--pooling", default=d.pooling, choices=["flatten", "avg"],
                         help="how the head reduces the feature map (the chapter flattens)")
+    parser.add_argument("--dropout", type=float, default=d.dropout,
+                        help=f"the head's dropout rate (default {d.dropout}, the chapter's)")
     parser.add_argument("--monitor", default=d.monitor, choices=MONITORS,
                         help="which epoch's model is kept: the best by a validation metric, "
                              "or last, the last epoch's (the chapter's way)")
@@ -282,10 +291,11 @@ def _train_config(args, **override):
         "fine_tune_learning_rate": args.fine_tune_learning_rate,
         "batch_size": args.batch_size, "image_size": args.image_size,
         "fine_tune_from": args.fine_tune_from, "preprocessing": args.preprocessing,
-        "pooling": args.pooling, "monitor": args.monitor,
+        "pooling": args.pooling, "dropout": args.dropout, "monitor": args.monitor,
         "early_stopping_patience": args.early_stopping, "seed": getattr(args, "seed", None),
         "view_bank": args.view_bank, "class_weight": args.class_weight,
-        "precision": args.precision, "settings": _settings(args)}
+        "precision": args.precision, "settings": _settings(args),
+        "distribute": getattr(args, "distribute", TrainConfig.distribute)}  # compare: default
     return TrainConfig(**{**settings, **override})
 
 
@@ -341,9 +351,14 @@ class Train:
         from .jobs import run_when_free
         from .runs import Run
 
+        from .distribute import check, writes_run_files
+
         ws = workspace(args)
         config = _train_config(args)
         _check_training_files(config.manifest)  # before a run folder is made for nothing
+        check(config.distribute)
+        if not writes_run_files(config.distribute):
+            return _train_as_worker(config, ws)
         run = Run.create_in(args.run_dir, config) if args.run_dir else Run.create(ws, config)
         print(f"run: {run.folder}", file=sys.stderr)
         done = threading.Event()
@@ -368,6 +383,22 @@ class Train:
                 + f", model: {run.model_path if run.model_path.exists() else 'none'}")
         result["exit_code"] = 0 if status.get("state") in ("finished", "stopped") else 1
         return result, text
+
+
+def _train_as_worker(config, ws):
+    """A worker of a multi-worker run other than the chief: it trains in step with the others,
+    and the chief (worker 0) writes the run."""
+    from .distribute import cluster_from_environment
+    from .jobs import train_as_worker
+
+    cluster = cluster_from_environment()
+    print(f"worker {cluster.index} of {len(cluster.workers)}: the chief ({cluster.workers[0]}) "
+          "writes the run", file=sys.stderr)
+    status = train_as_worker(config, ws)
+    text = (f"worker {cluster.index}: {status.get('state')}"
+            + (f" — {status['error']}" if status.get("error") else ""))
+    return ({"status": status, "worker": cluster.index,
+             "exit_code": 0 if status.get("state") in ("finished", "stopped") else 1}, text)
 
 
 def _check_training_files(manifest_path: str) -> None:

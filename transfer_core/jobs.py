@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -62,6 +64,21 @@ def run_when_free(run: Run, workspace: str | Path, poll_seconds: float = 0.5) ->
             return run.finish(state="stopped", finished=time.time(), pid=None,
                               stage="stopped before it started")
         return train(run, workspace)
+
+
+def train_as_worker(config: TrainConfig, workspace: str | Path) -> dict:
+    """Train as a worker of a multi-worker run other than the chief (Keras' multi-worker
+    pattern): in step with the others, its features cached in `workspace`, but its run files
+    in a scratch folder removed at the end, as the chief writes the run. It takes no training
+    slot: the chief holds the run's, and a second slot would keep two workers of one machine
+    waiting for each other."""
+    from .training import train
+
+    scratch = Path(tempfile.mkdtemp(prefix="transfer-lab-worker-"))
+    try:
+        return train(Run.create_in(scratch / "run", config), workspace)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def remove_leftovers(workspace: str | Path) -> list[Path]:

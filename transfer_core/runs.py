@@ -30,6 +30,7 @@ from . import config as paths
 from .augment import CHAPTER, AugmentationSettings
 from .backbones import BACKBONES, get_backbone
 from .balance import CLASS_WEIGHTS
+from .distribute import SETTINGS as DISTRIBUTE_SETTINGS
 from .precision import PRECISIONS
 from .datasets import load_manifest
 from .errors import RunError, TransferLabError
@@ -92,6 +93,9 @@ class TrainConfig:
     # `recommendation`; "chapter": the settings as given.
     settings: str = "chapter"
     recommendation: dict = field(default_factory=dict)
+    # Where it trains (distribute.py): "auto" takes the machines TF_CONFIG names, else every
+    # local GPU, else one device; batch_size is the global batch whatever it chooses.
+    distribute: str = "auto"
     classes: list[str] = field(default_factory=list)  # filled from the manifest
 
     def __post_init__(self):
@@ -126,6 +130,8 @@ class TrainConfig:
             (self.class_weight in CLASS_WEIGHTS, "class_weight", " or ".join(CLASS_WEIGHTS)),
             (self.precision in PRECISIONS, "precision", " or ".join(PRECISIONS)),
             (self.settings in ("chapter", "recommended"), "settings", "chapter or recommended"),
+            (self.distribute in DISTRIBUTE_SETTINGS, "distribute",
+             f"one of {', '.join(DISTRIBUTE_SETTINGS)}"),
         ]
         for ok, name, rule in checks:
             if not ok:

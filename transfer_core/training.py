@@ -8,6 +8,7 @@ within one batch with the best model kept.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -21,6 +22,7 @@ from .balance import class_weights
 from .bank import bank_growth, choose_views
 from .datasets import load_manifest
 from .device import configure
+from .distribute import Placement, check_batch, place, training_input
 from .errors import Stopped, TransferLabError
 from .feature_rows import FeatureBatches, RowReader
 from .features import Derivation, FeatureCache, FeatureSpec, room_for_features
@@ -96,11 +98,17 @@ def train(run: Run, workspace=None, callbacks=(), timer=None) -> dict:
         config = run.config
         run.update_status(state="running", started=time.time(), pid=os.getpid(), error=None,
                           stage="starting", device=configure())
+        placement = place(config.distribute)  # first: it splits the CPU or joins the cluster
+        check_batch(placement, config.batch_size)
+        if placement.kind == "multi-worker" and config.precision == "auto":
+            # "auto" measures each machine: workers that chose differently would not agree
+            config = dataclasses.replace(config, precision="float32")
+        run.update_status(distribute=placement.describe(config.batch_size))
         workspace = workspace or run.folder.parent.parent
         keras.utils.set_random_seed(config.seed)
         if config.settings == "recommended" and not config.recommendation:
             config = _recommend(run, config, workspace, timer or _untimed)
-        session = _Session(run, config, workspace, callbacks, timer)
+        session = _Session(run, config, workspace, callbacks, timer, placement)
         keras.utils.set_random_seed(config.seed)  # after "auto"'s measurement, which builds models
         session.execute()
         return run.finish(state="finished", finished=time.time(), stage="finished", pid=None)
@@ -150,8 +158,14 @@ def _untimed(step: str):
 class _Session:
     """One run's training: the model, the data, and the phases in order."""
 
-    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks=(), timer=None):
+    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks=(), timer=None,
+                 placement: Placement | None = None):
         self.run, self.config, self.workspace = run, config, workspace
+        # Models and optimizers are made in its scope; extraction is not, so that each worker
+        # reads or fills its own cache without waiting for the others.
+        self.scope = placement.scope if placement else contextlib.nullcontext
+        self.distributed = placement is not None and placement.kind != "none"
+        self.placement = placement
         self.extra_callbacks, self.timer = list(callbacks), timer or _untimed  # train()'s hooks
         self.manifest = load_manifest(config.manifest)
         self.num_classes = len(self.manifest.classes)
@@ -181,15 +195,16 @@ class _Session:
     def execute(self):
         if self.config.strategy == "from_scratch":
             return self._from_scratch()
-        with building_in(self.base_precision):
+        with building_in(self.base_precision), self.scope():
             base = build_base_for(self.config)
         if self.config.strategy == "fine_tune":
             layer_below(base, self.config.fine_tune_from)  # a bad boundary fails now, not later
-        head = build_head(base.output.shape[1:], self.num_classes, self.config)
         augment = self.config.strategy != "feature_extraction"
+        with self.scope():
+            head = build_head(base.output.shape[1:], self.num_classes, self.config)
+            self.model = build_full_model(base, head, self.config, augment)
+            self.saved_model = inference_model(base, head, self.config) if augment else self.model
         self.base, self.head = base, head
-        self.model = build_full_model(base, head, self.config, augment)
-        self.saved_model = inference_model(base, head, self.config) if augment else self.model
         base.trainable = True
         tensors_unfrozen = len(self.model.trainable_weights)
         freeze_base(base)
@@ -206,9 +221,10 @@ class _Session:
     def _from_scratch(self):
         """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
         so nothing can be cached (the audit says so: every layer trains)."""
-        self.model, self.base, self.head = build_scratch_model(self.config, self.num_classes,
-                                                               augment=True)
-        self.saved_model = scratch_inference_model(self.base, self.head, self.config)
+        with self.scope():
+            self.model, self.base, self.head = build_scratch_model(self.config, self.num_classes,
+                                                                   augment=True)
+            self.saved_model = scratch_inference_model(self.base, self.head, self.config)
         self._phase(self.phases[0], self._fit_end_to_end, len(self.model.trainable_weights))
         if not self.run.model_path.exists():  # no validation split: keep the last epoch
             save_model_atomic(self.saved_model, self.run.model_path)
@@ -251,9 +267,10 @@ class _Session:
         runs every epoch: the head, or for fine_tune the top of the base and the head."""
         config = self.config
         boundary = config.fine_tune_from if config.strategy == "fine_tune" else None
-        self.trainer = cached_trainer(self.base, self.head, boundary)
+        with self.scope():
+            self.trainer = cached_trainer(self.base, self.head, boundary)
+            self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
         self.cut = layer_below(self.base, boundary) if boundary else None
-        self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
         self.views = self._choose_views()
         for phase in self.phases:
             self._phase(phase, self._fit_on_cache, tensors_unfrozen)
@@ -297,17 +314,22 @@ class _Session:
         # Read in batches as Keras asks for them: the split never sits in memory whole.
         validation = (FeatureBatches(val.features, self._labels(val.labels), config.batch_size)
                       if val else None)
-        # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
-        # faster on a CPU; with layers of the base training too, its epochs were slower and
-        # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
-        # the base").
-        compile_model(trainer, self.num_classes, phase.learning_rate,
-                      jit_compile=True if cut is None else "auto")
         recorder = self._recorder(phase, len(data))
         self.run.update_status(stage=phase.stage(on_cache=True), progress=None)
-        trainer.fit(data, validation_data=validation, epochs=phase.last_epoch,
-                    initial_epoch=phase.first_epoch, verbose=0,
-                    callbacks=self._callbacks(recorder), class_weight=self._class_weight())
+        with self.scope():
+            # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
+            # faster on a CPU; with layers of the base training too, its epochs were slower and
+            # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
+            # the base"). Not under tf.distribute, as Keras' "auto" decides too: XLA cannot
+            # reach a variable mirrored on another device.
+            compile_model(trainer, self.num_classes, phase.learning_rate,
+                          jit_compile=(cut is None and not self.distributed) or "auto")
+            # shuffle=False: the ViewBank orders each epoch from the seed; Keras' own shuffle
+            # of its batches would draw on Python's global random state, which a strategy's
+            # start-up moves, so one device and two would train on different orders.
+            trainer.fit(**self._input(data, phase, len(data)), validation_data=validation,
+                        epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+                        shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
 
     def _cached(self, cache, split: str, views: int, layer: str | None):
         """A split's features at `layer` (None: the base's output). A fine-tune run derives the
@@ -343,14 +365,16 @@ class _Session:
         train = self._images(paths, labels, shuffle=True)
         validation = (self._images(*self.manifest.files("validation"))
                       if self._has("validation") else None)
-        compile_model(self.model, self.num_classes, phase.learning_rate)
-        recorder = self._recorder(phase, math.ceil(len(paths) / self.config.batch_size))
+        steps = math.ceil(len(paths) / self.config.batch_size)
+        recorder = self._recorder(phase, steps)
         stage = ("training the convnet from scratch" if self.config.strategy == "from_scratch"
                  else phase.stage(on_cache=False))
         self.run.update_status(stage=stage, progress=None)
-        self.model.fit(train, validation_data=validation, epochs=phase.last_epoch,
-                       initial_epoch=phase.first_epoch, shuffle=False, verbose=0,
-                       callbacks=self._callbacks(recorder), class_weight=self._class_weight())
+        with self.scope():
+            compile_model(self.model, self.num_classes, phase.learning_rate)
+            self.model.fit(**self._input(train, phase, steps), validation_data=validation,
+                           epochs=phase.last_epoch, initial_epoch=phase.first_epoch,
+                           shuffle=False, verbose=0, callbacks=self._callbacks(recorder))
 
     def _images(self, paths, labels, shuffle=False):
         data = image_dataset(paths, labels, self.config.image_size, self.config.batch_size,
@@ -358,6 +382,13 @@ class _Session:
         if self.num_classes == 2:  # binary cross-entropy wants float targets
             data = data.map(lambda x, y: (x, keras.ops.cast(y, "float32")))
         return data
+
+    def _input(self, data, phase: Phase, steps: int) -> dict:
+        """fit()'s training data and class_weight, shared between workers when there are
+        several (distribute.training_input)."""
+        if self.placement is None:
+            return {"x": data, "class_weight": self._class_weight()}
+        return training_input(self.placement, data, self._class_weight(), phase.epochs, steps)
 
     def _class_weight(self):
         """Keras turns it into per-photo weights for a PyDataset and a tf.data input alike."""
