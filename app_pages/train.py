@@ -164,7 +164,11 @@ def settings_form(manifest) -> TrainConfig | None:
                                     "rises). The last epoch allows no early stopping.")
         patience = a4.number_input("Early stopping patience (0 = off)", 0, 100,
                                    setting(last, "early_stopping_patience") or 0,
-                                   key="patience")
+                                   key="patience", disabled=monitor == "last",
+                                   help="Stops when the kept score has not improved for this "
+                                        "many epochs: choose a validation score to keep by "
+                                        "first (the last epoch has nothing to wait for).")
+        patience = 0 if monitor == "last" else patience
         class_weight = class_weight_input(counts["train"], setting(last, "class_weight"))
         run_precision = precision_input(setting(last, "precision"))
 

@@ -244,9 +244,10 @@ def _run_settings_arguments(parser, data_required: bool = True):
                         help="how the head reduces the feature map (the chapter flattens)")
     parser.add_argument("--dropout", type=float, default=d.dropout,
                         help=f"the head's dropout rate (default {d.dropout}, the chapter's)")
-    parser.add_argument("--monitor", default=d.monitor, choices=MONITORS,
+    parser.add_argument("--monitor", default=None, choices=MONITORS,
                         help="which epoch's model is kept: the best by a validation metric, "
-                             "or last, the last epoch's (the chapter's way)")
+                             f"or last, the last epoch's (the chapter's way; default {d.monitor}, "
+                             "val_loss with --early-stopping)")
     parser.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
                         metavar="PATIENCE",
                         help="stop after PATIENCE epochs without improvement (off by default)")
@@ -281,7 +282,7 @@ def view_bank_argument(text: str) -> int | str:
 
 def _train_config(args, **override):
     """The TrainConfig of the flags; `override` sets what `compare` varies (strategy, seed)."""
-    from .runs import TrainConfig
+    from .runs import TrainConfig, monitor_for
 
     settings = {
         "manifest": str(Path(args.data).resolve()), "backbone": args.backbone,
@@ -291,7 +292,8 @@ def _train_config(args, **override):
         "fine_tune_learning_rate": args.fine_tune_learning_rate,
         "batch_size": args.batch_size, "image_size": args.image_size,
         "fine_tune_from": args.fine_tune_from, "preprocessing": args.preprocessing,
-        "pooling": args.pooling, "dropout": args.dropout, "monitor": args.monitor,
+        "pooling": args.pooling, "dropout": args.dropout,
+        "monitor": monitor_for(args.monitor, args.early_stopping),
         "early_stopping_patience": args.early_stopping, "seed": getattr(args, "seed", None),
         "view_bank": args.view_bank, "class_weight": args.class_weight,
         "precision": args.precision, "settings": _settings(args),
