@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +71,8 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
                          fine_tune_epochs=args.fine_tune_epochs, image_size=args.image_size,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          pooling=args.pooling, seed=seed, view_bank=views)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()  # the code measured (branches merge)
     load_before, cpu_before = os.getloadavg(), time.process_time()
     started = time.perf_counter()
     run = Run.create(workspace, config)
@@ -90,7 +93,7 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
     replay = replay_validation(run, snapshots) if args.check_rules else None
     reset_keras()
     return {"views": views, "view_bank_used": run.config.view_bank, "strategy": args.strategy,
-            "seed": seed, "state": status["state"], "error": status.get("error"),
+            "seed": seed, "commit": commit, "state": status["state"], "error": status.get("error"),
             "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after],
