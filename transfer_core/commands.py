@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -235,15 +236,18 @@ def _run_settings_arguments(parser, data_required: bool = True):
     parser.add_argument("--pooling", default=d.pooling, choices=["flatten", "avg"],
                         help="how the head reduces the feature map (the chapter flattens)")
     parser.add_argument("--monitor", default=d.monitor, choices=MONITORS,
-                        help="which epoch's model is kept")
+                        help="which epoch's model is kept: the best by a validation metric, "
+                             "or last, the last epoch's (the chapter's way)")
     parser.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
                         metavar="PATIENCE",
                         help="stop after PATIENCE epochs without improvement (off by default)")
-    parser.add_argument("--view-bank", type=int, default=d.view_bank, metavar="K",
+    parser.add_argument("--view-bank", type=view_bank_argument, default=d.view_bank,
+                        metavar="auto|K",
                         help="augmented strategies: compute K augmented views of each training "
                              "image once through the frozen part of the base, then train only "
-                             f"the rest on them (default {d.view_bank}; 0: augment on the fly, "
-                             "the chapter's way; docs/BENCHMARKS.md compares them)")
+                             f"the rest on them (default {d.view_bank}: one view per three "
+                             "epochs, 3 to 30, fewer if the disk is short; 0: augment on the "
+                             "fly, the chapter's way; docs/BENCHMARKS.md compares them)")
     parser.add_argument("--class-weight", default=d.class_weight, choices=CLASS_WEIGHTS,
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
@@ -253,6 +257,17 @@ def _run_settings_arguments(parser, data_required: bool = True):
                              "replace --pooling, --learning-rate, --epochs, --early-stopping); "
                              "default: chapter for the chapter's presets, else recommended")
     _precision_argument(parser)
+
+
+def view_bank_argument(text: str) -> int | str:
+    """--view-bank: "auto" or a whole number (TrainConfig checks its range)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number, got {text!r}") \
+            from None
 
 
 def _train_config(args, **override):
@@ -344,8 +359,11 @@ class Train:
             follower.join()
         summary = run.summary()
         result = {**summary, "status": status, "audit": _audit_brief(run.audit())}
+        bank = status.get("view_bank") or {}
         text = (f"{run.name}: {status.get('state')}"
                 + (f" — {status['error']}" if status.get("error") else "")
+                + (f"\n  view bank: {bank['views']} views ({bank.get('reason')})"
+                   if bank.get("views") else "")
                 + f"\n  best val_accuracy {_fmt(summary['best_val_accuracy'], True)}"
                 + f", model: {run.model_path if run.model_path.exists() else 'none'}")
         result["exit_code"] = 0 if status.get("state") in ("finished", "stopped") else 1

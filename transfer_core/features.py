@@ -2,7 +2,8 @@
 
 The conv base runs once over a split; its outputs are written batch by batch to a .npy file
 under the workspace, keyed by everything that changes them (the files with size and mtime,
-backbone, weights, input size, preprocessing, precision, and the views of a view bank). A
+backbone, weights, input size, preprocessing, precision, the views of a view bank, and the
+dtype they are stored in: float16 for a view bank, float32 for plain features). A
 second request with the same key memory-maps the file without building a model; any change is a
 miss.
 Features can also be derived from features cut lower in the base (`Derivation`): the same
@@ -61,8 +62,14 @@ class FeatureSpec:
     augmentation: tuple = ()  # AugmentationSettings items, when views > 0
     layer: str | None = None
     # The base's arithmetic, "float32" or "bfloat16" ("auto" is resolved before: precision.py);
-    # the features are stored as float32 either way.
+    # how the features are stored is `storage`, apart from it.
     precision: str = "float32"
+
+    @property
+    def storage(self) -> str:
+        """The dtype of the stored features: float16 for a view bank (half the disk and reads
+        of float32; readers cast batches back to float32 before a model sees them)."""
+        return storage_dtype(self.views)
 
     def resolved(self) -> FeatureSpec:
         size = self.image_size or get_backbone(self.backbone).default_size
@@ -78,12 +85,21 @@ class FeatureSpec:
             identity.pop("seed")
         if spec.precision == "float32":
             identity.pop("precision")  # the keys of float32 sets cached before it existed
+        if spec.storage != "float32":  # float32 sets keep the keys they had before float16
+            identity["storage"] = spec.storage
         return identity
+
+
+def storage_dtype(views: int) -> str:
+    """How a feature set with `views` augmented views per image is stored (0: plain features).
+    float16 halves a bank's disk and reads; rounding to it changed no test prediction of the
+    chapter's head (docs/BENCHMARKS.md, "Features stored in float16")."""
+    return "float16" if views else "float32"
 
 
 @dataclass
 class FeatureSet:
-    features: np.ndarray  # (N, h, w, c) float32, memory-mapped
+    features: np.ndarray  # (N, h, w, c) float32 or float16 (a view bank), memory-mapped
     labels: np.ndarray  # (N,) int32
     paths: list[str]
     key: str
@@ -137,6 +153,11 @@ class FeatureCache:
                            "files": file_fingerprints(paths), "labels": list(labels)})
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
+    def has(self, manifest: Manifest, split: str, spec: FeatureSpec) -> bool:
+        """Whether a split's features for `spec` are cached, without reading them."""
+        paths, labels = manifest.files(split)
+        return (self.root / self.key(paths, labels, spec.resolved()) / "meta.json").exists()
+
     def load(self, key: str, paths: list[str]) -> FeatureSet | None:
         folder = self.root / key
         if not (folder / "meta.json").exists():
@@ -177,14 +198,14 @@ class FeatureCache:
         # pid in its name lets the next start remove it if this process is killed.
         partial = Path(tempfile.mkdtemp(dir=self.root, prefix=temp_prefix(f"{key}.partial")))
         try:
-            check_disk(partial, shape)
-            with NpyWriter(partial / "features.npy", shape) as features:
+            check_disk(partial, shape, spec.storage)
+            with NpyWriter(partial / "features.npy", shape, spec.storage) as features:
                 speed = compute(features)
             with writing_cache(partial):
                 np.save(partial / "labels.npy", np.asarray(labels, dtype="int32"))
                 write_json_atomic(partial / "meta.json", {
                     "key": key, "spec": spec.cache_identity(), "images": len(paths),
-                    "views": spec.views, "derived_from": source,
+                    "views": spec.views, "storage": spec.storage, "derived_from": source,
                     "feature_shape": list(shape[1:]), "created": time.time(),
                     "images_per_second": speed.images_per_second,
                     "steady_images_per_second": speed.steady_images_per_second})
@@ -254,8 +275,10 @@ def view_augmentation(spec: FeatureSpec):
 
 
 def bank_bytes(images: int, views: int, feature_shape) -> int:
-    """Disk use of a feature set (float32), to show before it is built."""
-    return 4 * images * max(views, 1) * int(np.prod(feature_shape))
+    """Disk use of a feature set (stored as `storage_dtype(views)`), to show before it is
+    built."""
+    itemsize = np.dtype(storage_dtype(views)).itemsize
+    return itemsize * images * max(views, 1) * int(np.prod(feature_shape))
 
 
 def view_bank_bytes(layer_shapes: dict, cut: str | None, output: str, views: int,
@@ -271,12 +294,22 @@ def view_bank_bytes(layer_shapes: dict, cut: str | None, output: str, views: int
     return parts
 
 
-def check_disk(folder: Path, shape) -> None:
+def cache_limit_bytes() -> float:
+    """The most one feature set may take (TRANSFER_LAB_CACHE_LIMIT_GB, default 50)."""
+    return float(os.environ.get("TRANSFER_LAB_CACHE_LIMIT_GB", "50")) * 2**30
+
+
+def room_for_features(folder: Path) -> float:
+    """The bytes a new feature set may take in `folder`: under the cache limit, and leaving a
+    tenth of the free disk."""
+    return min(cache_limit_bytes(), shutil.disk_usage(folder).free * 0.9)
+
+
+def check_disk(folder: Path, shape, dtype: str = "float32") -> None:
     """Refuse a feature set that would not fit: the cache limit, or the free disk space."""
-    needed = 4 * int(np.prod(shape))
-    limit = float(os.environ.get("TRANSFER_LAB_CACHE_LIMIT_GB", "50")) * 2**30
-    free = shutil.disk_usage(folder).free
-    if needed > min(limit, free * 0.9):
+    needed = np.dtype(dtype).itemsize * int(np.prod(shape))
+    limit = cache_limit_bytes()
+    if needed > room_for_features(folder):
         raise DatasetError(
             f"These features need {needed / 2**30:.1f} GB of disk, more than "
             f"{'the cache limit (TRANSFER_LAB_CACHE_LIMIT_GB)' if needed > limit else 'is free'}. "
@@ -295,18 +328,19 @@ def writing_cache(folder: Path):
 
 
 class NpyWriter:
-    """Writes a float32 .npy file batch by batch, in order. Plain writes, not a memory map:
+    """Writes a .npy file of `dtype` batch by batch, in order. Plain writes, not a memory map:
     the written pages stay in the page cache, not in the process's memory, so memory stays
     flat however many images there are."""
 
-    def __init__(self, path: Path, shape: tuple):
+    def __init__(self, path: Path, shape: tuple, dtype: str = "float32"):
         self.path, self.shape, self.rows = Path(path), tuple(int(n) for n in shape), 0
+        self.dtype = np.dtype(dtype)
 
     def __enter__(self):
         with writing_cache(self.path.parent):
             self.handle = open(self.path, "wb")
             np.lib.format.write_array_header_1_0(self.handle, {
-                "descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
                 "fortran_order": False, "shape": self.shape})
         return self
 
@@ -315,7 +349,7 @@ class NpyWriter:
 
     def append(self, batch: np.ndarray) -> None:
         with writing_cache(self.path.parent):
-            self.handle.write(np.ascontiguousarray(batch, dtype="float32").tobytes())
+            self.handle.write(np.ascontiguousarray(batch, dtype=self.dtype).tobytes())
         self.rows += len(batch)
 
     def __exit__(self, kind, *rest):
@@ -392,7 +426,7 @@ def run_layers(layers, rows: np.ndarray, batch_size: int, out: NpyWriter, progre
     for start in range(0, len(rows), batch_size):
         if should_stop and should_stop():
             raise Stopped()
-        out.append(forward(np.asarray(rows[start:start + batch_size])).numpy())
+        out.append(forward(np.asarray(rows[start:start + batch_size], "float32")).numpy())
         first = first or (out.rows, time.perf_counter() - started)
         if progress:
             progress(out.rows, len(rows))

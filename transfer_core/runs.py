@@ -40,7 +40,9 @@ from .storage import (DamagedFile, StorageError, append_jsonl, free_path, proces
 
 # In the chapter's order, the ladder of 5.2 and 5.3: each rung reuses more of a pretrained base.
 STRATEGIES = ("from_scratch", "feature_extraction", "feature_extraction_augmented", "fine_tune")
-MONITORS = ("val_loss", "val_accuracy")
+# Which epoch's model a run keeps: the best by a validation metric, or "last", the last epoch
+# as the chapter does (its validation loss stops improving while the accuracy still rises).
+MONITORS = ("val_loss", "val_accuracy", "last")
 # What status.json records; "interrupted" and "damaged" are read, never written.
 RECORDED_STATES = ("queued", "running", "finished", "failed", "stopped")
 # A run in these states is over, and its model.keras (when whole) is what it kept.
@@ -75,10 +77,10 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     seed: int = 1337
     # Augmented views per training image, computed once through the frozen part of the base
-    # (0: augment on the fly and run the whole base every epoch, the chapter's way). 3: on the
-    # chapter's split it matched the on-the-fly test accuracy in far less time
-    # (docs/BENCHMARKS.md, "The view bank").
-    view_bank: int = 3
+    # (0: augment on the fly and run the whole base every epoch, the chapter's way). "auto":
+    # about one view per three epochs that read the bank, 3 to 30, fewer when the disk is
+    # short (bank.py); a bank of 3 read for many epochs was learnt by heart (issue 15).
+    view_bank: int | str = "auto"
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos
     class_weight: str = "none"
@@ -114,9 +116,12 @@ class TrainConfig:
             (self.dense_units >= 1, "dense_units", "at least 1"),
             (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
             (self.monitor in MONITORS, "monitor", f"one of {', '.join(MONITORS)}"),
-            (0 <= self.view_bank <= 100, "view_bank", "between 0 and 100"),
+            (self.view_bank == "auto" or isinstance(self.view_bank, int)
+             and 0 <= self.view_bank <= 100, "view_bank", "auto or between 0 and 100"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
+            (self.monitor != "last" or self.early_stopping_patience is None,
+             "early_stopping_patience", "unset when the monitor is last (nothing to stop on)"),
             (all(isinstance(c, str) for c in self.classes), "classes", "a list of names"),
             (self.class_weight in CLASS_WEIGHTS, "class_weight", " or ".join(CLASS_WEIGHTS)),
             (self.precision in PRECISIONS, "precision", " or ".join(PRECISIONS)),

@@ -18,10 +18,11 @@ import keras
 import numpy as np
 
 from .balance import class_weights
+from .bank import choose_views
 from .datasets import load_manifest
 from .device import configure
 from .errors import Stopped, TransferLabError
-from .features import Derivation, FeatureCache, FeatureSpec
+from .features import Derivation, FeatureCache, FeatureSpec, room_for_features, view_bank_bytes
 from .history import is_better
 from .precision import building_in, check_set
 from .precision import resolve as resolve_precision
@@ -252,19 +253,50 @@ class _Session:
         self.trainer = cached_trainer(self.base, self.head, boundary)
         self.cut = layer_below(self.base, boundary) if boundary else None
         self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
+        self.views = self._choose_views()
         for phase in self.phases:
             self._phase(phase, self._fit_on_cache, tensors_unfrozen)
 
+    def _choose_views(self) -> int:
+        """The bank's K (view_bank "auto" resolved by bank.choose_views), recorded in the
+        status. A bank already cached at the K wanted is used whatever the disk now has free:
+        its space is taken already."""
+        config = self.config
+        if config.view_bank != "auto" or config.strategy == "feature_extraction":
+            views, reason = choose_views(config, 0, 0)
+        else:
+            per_view, fixed = self._bank_bytes()
+            cache = FeatureCache(self.workspace)
+            views, reason = choose_views(config, per_view, math.inf)
+            bank = feature_spec(config, views, self.cut, self.precision)
+            if not cache.has(self.manifest, "train", bank):
+                views, reason = choose_views(config, per_view,
+                                             room_for_features(cache.root) - fixed)
+        self.run.update_status(view_bank={"views": views, "asked": config.view_bank,
+                                          "reason": reason})
+        return views
+
+    def _bank_bytes(self) -> tuple[int, int]:
+        """(bytes one more view adds to the cache, bytes that do not grow with the views)."""
+        shapes = {"output": self.base.output.shape[1:]}
+        if self.cut:
+            shapes["cut"] = self.base.get_layer(self.cut).output.shape[1:]
+        n_train, n_val = (len(self.manifest.files(s)[0]) for s in ("train", "validation"))
+        one, two = (sum(view_bank_bytes(shapes, self.cut and "cut", "output", views, n_train,
+                                        n_val).values()) for views in (1, 2))
+        return two - one, 2 * one - two
+
     def _fit_on_cache(self, phase: Phase):
         config, cache = self.config, FeatureCache(self.workspace)
-        views = config.view_bank if config.strategy != "feature_extraction" else 0
+        views = self.views if config.strategy != "feature_extraction" else 0
         cut = self.cut if phase.unfreeze_from else None  # head phase: the head alone trains
         trainer = self.trainer if cut else self.head
         train = self._cached(cache, "train", views, cut)
         val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
                         config.batch_size, config.seed, phase.first_epoch)
-        validation = (np.asarray(val.features), self._labels(val.labels)) if val else None
+        validation = (np.asarray(val.features, "float32"), self._labels(val.labels)) if val \
+            else None
         # XLA fuses the optimizer's update of the head's large Flatten → Dense kernel, much
         # faster on a CPU; with layers of the base training too, its epochs were slower and
         # uneven: head only (docs/BENCHMARKS.md: "The head with XLA", "XLA for the top of
@@ -366,7 +398,9 @@ class ViewBank(keras.utils.PyDataset):
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = self.rows[part]
         ordered = np.argsort(rows)  # ascending rows read the memory map sequentially
-        return self.features[rows[ordered]], self.targets[part][ordered]
+        # A bank is stored in float16 (features.storage_dtype): the model computes in float32.
+        return (np.asarray(self.features[rows[ordered]], "float32"),
+                self.targets[part][ordered])
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -422,14 +456,22 @@ class RunRecorder(keras.callbacks.Callback):
         # its own: a fast last epoch must not leave the status one epoch behind.
         changes = self._progress(epoch, epoch + 1)
         value = record.get(self.monitor)
-        if value is not None and (self.best is None or is_better(value, self.best, self.monitor)):
+        if self._keeps(value):
             save_model_atomic(self.full_model, self.run.model_path)
             self.best = value
             # Recorded after the save: a run killed while saving names the epoch before.
-            changes["best"] = {"global_epoch": epoch + 1, self.monitor: value,
+            changes["best"] = {"global_epoch": epoch + 1, "val_loss": record["val_loss"],
                                "val_accuracy": record["val_accuracy"]}
             changes["saved_epoch"] = epoch + 1
         self.run.update_status(**changes)
+
+    def _keeps(self, value) -> bool:
+        """Whether this epoch's model replaces the one saved: every epoch's with "last" (the
+        chapter's rule), else one that beats the best so far by the monitor."""
+        if self.monitor == "last":
+            return True
+        return value is not None and (self.best is None
+                                      or is_better(value, self.best, self.monitor))
 
     def _progress(self, epoch: int, done: float) -> dict:
         """The status fields of being `done` epochs in (fractional), inside 0-based `epoch`;

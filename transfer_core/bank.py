@@ -1,0 +1,51 @@
+"""How many augmented views a view bank holds: `view_bank="auto"` picks it from the epochs.
+
+A bank of K views read for E epochs shows each view about E / K times. With K = 3 at the
+chapter's 30 (+ 100) epochs the head learnt the bank by heart (issue 15), so "auto" aims at
+about three readings of each view, within the disk the cache may use. Pure functions: the
+caller measures the bytes and the free space (training.py, the Train page).
+"""
+
+from __future__ import annotations
+
+import math
+
+# Each view is read about this many times over the run.
+READS_PER_VIEW = 3
+MIN_VIEWS, MAX_VIEWS = 3, 30
+
+
+def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int) -> int:
+    """The epochs that read the bank: every epoch of a strategy that uses one (0 otherwise)."""
+    if strategy == "feature_extraction_augmented":
+        return epochs
+    if strategy == "fine_tune":
+        return epochs + fine_tune_epochs
+    return 0
+
+
+def choose_views(config, bytes_per_view: float, free_bytes: float) -> tuple[int, str]:
+    """(K, why) for `config` (a TrainConfig, or anything with its strategy, epochs,
+    fine_tune_epochs and view_bank). A fixed view_bank is kept as given. "auto" takes
+    ceil(E / 3) views for the E epochs that read the bank, clipped to [3, 30], and fewer (never
+    below 3) when the bank would not fit: `bytes_per_view` is what one more view adds to the
+    cache, `free_bytes` what the bank's views may take (features.room_for_features, less the
+    parts that do not grow with K)."""
+    if config.view_bank != "auto":
+        return config.view_bank, "set in the run's settings"
+    epochs = bank_epochs(config.strategy, config.epochs, config.fine_tune_epochs)
+    if not epochs:
+        return 0, f"{config.strategy} reads no view bank"
+    wanted = min(max(math.ceil(epochs / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)
+    why = (f"automatic: {epochs} epochs read the bank, so {wanted} views, each seen about "
+           f"{epochs / wanted:.0f} times")
+    if bytes_per_view <= 0 or wanted * bytes_per_view <= free_bytes:
+        return wanted, why
+    views = max(int(free_bytes // bytes_per_view), MIN_VIEWS)
+    return views, (f"automatic: {epochs} epochs would take {wanted} views, but "
+                   f"{_gb(wanted * bytes_per_view)} do not fit in the "
+                   f"{_gb(max(free_bytes, 0))} the cache may use, so {views}")
+
+
+def _gb(size: float) -> str:
+    return f"{size / 2**30:.1f} GB"
