@@ -92,8 +92,9 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
     rules = rule_accuracies(run, snapshots) if status["state"] == "finished" else {}
     replay = replay_validation(run, snapshots) if args.check_rules else None
     reset_keras()
-    return {"views": views, "view_bank_used": run.config.view_bank, "strategy": args.strategy,
-            "seed": seed, "commit": commit, "state": status["state"], "error": status.get("error"),
+    return {"views": views, "view_bank_used": run.status().get("view_bank"),
+            "strategy": args.strategy, "seed": seed, "commit": commit,
+            "state": status["state"], "error": status.get("error"),
             "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after],
