@@ -18,17 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.epoch_rules import RULES  # noqa: E402
 from transfer_core.stats import mean_interval  # noqa: E402
 
-PATHS = {0: "on the fly", 3: "K=3", "auto": "auto"}
+RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
+PATHS = {0: "on the fly", 3: "K=3", "auto": "auto"}  # fast extraction: "cached features"
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
               ("augmented (own run)", "feature_extraction_augmented", "all"),
               ("fine-tuning (all epochs)", "fine_tune", "all")]
-ORDER = ["fast feature extraction", "augmented (head phase of fine_tune)",
-         "fine-tuning (all epochs)"]
 
 
 def load(paths) -> list[dict]:
@@ -54,6 +52,7 @@ def groups(rows: list[dict]) -> dict:
                           key=lambda r: r["seed"])
             if strategy == "feature_extraction":  # no bank: one path
                 mine = [r for r in rows if r["strategy"] == strategy] if views == 0 else []
+                path = "cached features"
             if mine:
                 found[(shown, path)] = (mine, scope)
     return found
@@ -72,15 +71,19 @@ def rule_values(mine, scope, rule) -> list[float]:
 
 def tables(rows: list[dict]) -> str:
     found = groups(rows)
-    lines = ["| strategy | path | seeds | " + " | ".join(RULES) + " | wall | head phase | disk |",
-             "|---|---|---|" + "---|" * (len(RULES) + 3)]
+    lines = ["| strategy | path | seeds | " + " | ".join(RULES)
+             + " | wall | CPU | head epochs | disk |",
+             "|---|---|---|" + "---|" * (len(RULES) + 4)]
     for (shown, path), (mine, scope) in found.items():
         wall = sum(r["wall_seconds"] for r in mine) / len(mine)
         head = sum(head_seconds(r) for r in mine) / len(mine)
         disk = sum(r["cache_bytes"] for r in mine) / len(mine)
+        cpu = sum(r["process_cpu_seconds"] for r in mine) / len(mine)
+        used = {(r.get("view_bank_used") or {}).get("views") for r in mine} - {None}
+        path = path + (f" (K={','.join(map(str, sorted(used)))})" if path == "auto" else "")
         lines.append(f"| {shown} | {path} | {','.join(str(r['seed']) for r in mine)} | "
                      + " | ".join(cell(rule_values(mine, scope, rule)) for rule in RULES)
-                     + f" | {wall:.0f} s | {head:.0f} s | "
+                     + f" | {wall:.0f} s | {cpu:.0f} s | {head:.0f} s | "
                      + (f"{disk / 1e6:.0f} MB |" if disk else "– |"))
     lines += ["", "Kept epochs (global epoch per seed, by rule):", ""]
     for (shown, path), (mine, scope) in found.items():
@@ -92,49 +95,63 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+FAST, HEAD, OWN, TUNED = (shown for shown, _, _ in STRATEGIES)
+
+
+def augmented(found: dict, path: str):
+    """The augmented strategy on `path`: its own run where there is one (for "auto" the only
+    right one: a fine_tune run's bank has more views, K being chosen from 30 + 30 epochs), else
+    a fine_tune run's head phase (the same training on the fly and at a fixed K)."""
+    return found.get((OWN, path)) or (None if path == "auto" else found.get((HEAD, path)))
+
+
+def mean_of(group, key) -> float:
+    return sum(r[key] for r in group[0]) / len(group[0])
+
+
 def verdicts(found: dict) -> list[str]:
     out = []
-    reference = found.get(("fine-tuning (all epochs)", "on the fly"))
-    for path in ("K=3", "auto"):
-        mine = found.get(("fine-tuning (all epochs)", path))
-        if not (reference and mine):
-            continue
-        ratio = (sum(r["wall_seconds"] for r in reference[0]) / len(reference[0])
-                 / (sum(r["wall_seconds"] for r in mine[0]) / len(mine[0])))
-        cpu = (sum(r["process_cpu_seconds"] for r in reference[0]) / len(reference[0])
-               / (sum(r["process_cpu_seconds"] for r in mine[0]) / len(mine[0])))
-        out.append(f"fine_tune wall time, on the fly / {path}: {ratio:.2f}× "
-                   f"(process CPU time: {cpu:.2f}×)")
-        for rule in RULES:
-            ours = mean_interval(rule_values(mine[0], "all", rule)).mean
-            ref = mean_interval(rule_values(reference[0], "all", rule)).mean
-            out.append(f"  {rule}: {path} − on the fly = {100 * (ours - ref):+.2f} points "
-                       f"({len(mine[0])} against {len(reference[0])} seeds)")
+    for name, pick in (("feature_extraction_augmented", augmented),
+                       ("fine_tune", lambda f, p: f.get((TUNED, p)))):
+        reference = pick(found, "on the fly")
+        for path in ("K=3", "auto"):
+            mine = pick(found, path)
+            if not (reference and mine):
+                continue
+            wall = mean_of(reference, "wall_seconds") / mean_of(mine, "wall_seconds")
+            cpu = (mean_of(reference, "process_cpu_seconds")
+                   / mean_of(mine, "process_cpu_seconds"))
+            out.append(f"{name} wall time, on the fly / {path}: {wall:.2f}× "
+                       f"(process CPU time: {cpu:.2f}×)")
+            for rule in RULES:
+                ours = mean_interval(rule_values(*mine, rule)).mean
+                ref = mean_interval(rule_values(*reference, rule)).mean
+                out.append(f"  {rule}: {path} − on the fly = {100 * (ours - ref):+.2f} points "
+                           f"({len(mine[0])} against {len(reference[0])} seeds)")
     for path in ("auto", "K=3", "on the fly"):
-        means = {}
-        for shown in ORDER:
-            group = found.get((shown, "on the fly" if shown == ORDER[0] else path))
-            if group:
-                means[shown] = group
-        if len(means) < 3:
+        rungs = [found.get((FAST, "cached features")), augmented(found, path),
+                 found.get((TUNED, path))]
+        if not all(rungs):
             continue
         for rule in RULES:
-            values = [mean_interval(rule_values(mine, scope, rule)).mean
-                      for mine, scope in means.values()]
+            values = [mean_interval(rule_values(*group, rule)).mean for group in rungs]
             holds = values[0] <= values[1] <= values[2]
             out.append(f"chapter order with {path}, rule {rule}: "
                        + " ≤ ".join(f"{100 * v:.2f}%" for v in values)
                        + (" holds" if holds else " does NOT hold"))
     best = best_rule(found)
     if best:
-        out.append("mean test accuracy of each rule over the strategies and paths measured: "
+        out.append("mean test accuracy of each rule over every strategy and path measured "
+                   "(each group weighs one): "
                    + ", ".join(f"{rule} {100 * v:.2f}%" for rule, v in best))
     return out
 
 
 def best_rule(found: dict) -> list[tuple[str, float]]:
-    """Each rule's mean test accuracy over every (strategy, path) group, equally weighted."""
-    groups_ = [g for (shown, _), g in found.items() if shown in ORDER]
+    """Each rule's mean test accuracy over every (strategy, path) group, equally weighted; the
+    head phase of fine_tune counts only where the augmented strategy has no run of its own."""
+    groups_ = [g for (shown, path), g in found.items()
+               if shown != HEAD or (OWN, path) not in found]
     if not groups_:
         return []
     return sorted(((rule, sum(mean_interval(rule_values(m, s, rule)).mean for m, s in groups_)
