@@ -59,5 +59,15 @@ case "${1:-main}" in
   side)
     for seed in 1 2 3; do run fe feature_extraction reference 3 $seed 30 1; done
     ;;
+  main2)  # the main queue again with fine_tune's product default first (the figure that
+           # decides the chapter's order), as the time left would not reach both
+    run ft-auto fine_tune bank auto 1
+    run ft-k3 fine_tune bank 3 1
+    for seed in 2 3; do run ft-auto fine_tune bank auto $seed; done
+    ;;
+  side2)  # after the first side queue, while the main one runs
+    run fea-k3 feature_extraction_augmented bank 3 1 30 1
+    for seed in 2 3; do run fea-auto feature_extraction_augmented bank auto $seed 30 1; done
+    ;;
 esac
 echo "$(date +%T) queue ${1:-main} done"
