@@ -91,8 +91,24 @@ def tables(rows: list[dict]) -> str:
                                                      ["global_epoch"]) for r in mine)
                           for rule in RULES)
         lines.append(f"- {shown}, {path}: {picks}")
-    lines += ["", *verdicts(found)]
+    lines += ["", *verdicts(found), "", *per_run(rows)]
     return "\n".join(lines)
+
+
+def per_run(rows: list[dict]) -> list[str]:
+    """One line per run: what a mean hides (and the load each ran under)."""
+    lines = ["| run | seed | K | wall | CPU | load before → after | phases (s) | "
+             + " | ".join(f"{rule} (all)" for rule in RULES) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(RULES)]
+    for r in sorted(rows, key=lambda r: (Path(r["file"]).name)):
+        k = (r.get("view_bank_used") or {}).get("views", r["views"])
+        phases = ", ".join(f"{p} {v:.0f}" for p, v in r["phases"].items() if v)
+        lines.append(f"| {Path(r['file']).stem} | {r['seed']} | {k} | {r['wall_seconds']:.0f} s"
+                     f" | {r['process_cpu_seconds']:.0f} s | {r['load_average_before'][0]:.1f}"
+                     f" → {r['load_average_after'][0]:.1f} | {phases} | "
+                     + " | ".join(f"{100 * r['rules'][f'{rule}/all']['test_accuracy']:.2f}%"
+                                  for rule in RULES) + " |")
+    return lines
 
 
 FAST, HEAD, OWN, TUNED = (shown for shown, _, _ in STRATEGIES)
