@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.epoch_rules import (EpochSnapshots, replay_validation,  # noqa: E402
+                                rule_accuracies)
 from bench.workload import ValidationTimer, chapter_manifest, reset_keras  # noqa: E402
 from transfer_core import training  # noqa: E402
 from transfer_core.evaluation import evaluate  # noqa: E402
@@ -59,33 +63,51 @@ class StepTimer:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
 
 
-def one_run(manifest_path: str, args, views: int, seed: int) -> dict:
+def one_run(manifest_path: str, args, views, seed: int) -> dict:
+    """One run, timed; `views` is the bank's K (0: on the fly) or "auto"."""
     workspace = Path(tempfile.mkdtemp(prefix="viewbank-", dir=args.work))
     config = TrainConfig(manifest=manifest_path, backbone=args.backbone, weights=args.weights,
                          strategy=args.strategy, epochs=args.epochs,
                          fine_tune_epochs=args.fine_tune_epochs, image_size=args.image_size,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          pooling=args.pooling, seed=seed, view_bank=views)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()  # the code measured (branches merge)
+    load_before, cpu_before = os.getloadavg(), time.process_time()
     started = time.perf_counter()
     run = Run.create(workspace, config)
-    steps, validation_timer = StepTimer(), ValidationTimer()
-    status = training.train(run, workspace, callbacks=[validation_timer], timer=steps)
+    steps, validation_timer, snapshots = StepTimer(), ValidationTimer(), EpochSnapshots()
+    status = training.train(run, workspace, callbacks=[validation_timer, snapshots], timer=steps)
     bank, validation = steps.seconds.get("features", 0.0), validation_timer.seconds
     trained = time.perf_counter() - started
     result = evaluate(run) if status["state"] == "finished" else {}
-    wall = time.perf_counter() - started
+    # The snapshots are measurement only: their copying is taken out of the wall time.
+    wall = time.perf_counter() - started - snapshots.seconds
+    cpu, load_after = time.process_time() - cpu_before, os.getloadavg()
     epochs = run.epochs()
     epoch_total = sum(e["seconds"] for e in epochs)
     phases = {"bank": bank, "training": epoch_total - sum(validation),
-              "validation": sum(validation), "test": wall - trained}
-    phases["other"] = trained - phases["bank"] - epoch_total
+              "validation": sum(validation), "test": wall + snapshots.seconds - trained}
+    phases["other"] = trained - snapshots.seconds - phases["bank"] - epoch_total
+    rules = rule_accuracies(run, snapshots) if status["state"] == "finished" else {}
+    replay = replay_validation(run, snapshots) if args.check_rules else None
     reset_keras()
-    return {"views": views, "seed": seed, "state": status["state"], "error": status.get("error"),
-            "wall_seconds": round(wall, 1), "phases": {k: round(v, 1) for k, v in phases.items()},
-            "epochs": [{"phase": e["phase_name"], "seconds": e["seconds"],
-                        "validation_seconds": round(v, 3), "val_accuracy": e["val_accuracy"]}
+    return {"views": views, "view_bank_used": run.status().get("view_bank"),
+            "strategy": args.strategy, "seed": seed, "commit": commit,
+            "state": status["state"], "error": status.get("error"),
+            "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
+            "snapshot_seconds": round(snapshots.seconds, 1),
+            "phases": {k: round(v, 1) for k, v in phases.items()},
+            "epochs": [{"phase": e["phase_name"], "global_epoch": e["global_epoch"],
+                        "seconds": e["seconds"], "validation_seconds": round(v, 3),
+                        **{k: e[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}}
                        for e, v in zip(epochs, validation)],
             "test_accuracy": result.get("accuracy"),
+            "kept_epoch": run.status().get("saved_epoch"), "monitor": run.config.monitor,
+            "rules": rules.get("rules"), "rules_seconds": rules.get("seconds"),
+            "test_loss": result.get("loss"), **({"replay": replay} if replay else {}),
             "cache_bytes": sum(p.stat().st_size for p in (workspace / "cache").rglob("*.npy")),
             "run": str(run.folder)}
 
@@ -152,6 +174,10 @@ def print_table(rows: list[dict], args) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def _views(text: str):
+    return text if text == "auto" else int(text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/dogs-vs-cats"))
@@ -165,12 +191,14 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--pooling", default="flatten")
-    parser.add_argument("--views", type=int, default=3)
+    parser.add_argument("--views", type=_views, default=3, help='K, or "auto" (issue 15)')
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--paths", default="reference,bank",
                         help="which runs per seed: reference (on the fly), bank, or both")
     parser.add_argument("--extrapolate", default="",
                         help="COUNTS:EPOCHS[:FINE_TUNE_EPOCHS], e.g. 2000,1000,1000:30:100")
+    parser.add_argument("--check-rules", action="store_true",
+                        help="tiny runs: replay every epoch's weights on the validation split")
     parser.add_argument("--work", default=None, help="keep workspaces here (default: /tmp)")
     parser.add_argument("--json-out", default=str(ROOT / "docs/benchmarks/view_bank.json"))
     args = parser.parse_args(argv)

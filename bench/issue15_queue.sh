@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 15's measurement queue: one run per call of bench/view_bank.py, sequential, most
+# important first (so the figures that matter exist if time runs out). One JSON per run in
+# docs/benchmarks/issue15/, a log per run in $LOGS. The "auto" runs need the 15bank branch
+# merged: they wait for the file $MERGED (touched after `git merge 15bank`), and the queue runs
+# the other runs meanwhile.
+#   nohup bash bench/issue15_queue.sh main > /work/notes/15ref-queue.log 2>&1 &
+#   nohup nice -n 10 bash bench/issue15_queue.sh side > /work/notes/15ref-side.log 2>&1 &
+set -u
+cd "$(dirname "$0")/.."
+PY=/work/main/.venv/bin/python
+LOGS=${LOGS:-/work/notes}
+OUT=docs/benchmarks/issue15
+MERGED=${MERGED:-/tmp/15ref/merged}
+export KERAS_HOME=${KERAS_HOME:-/work/shared/keras-home} TF_CPP_MIN_LOG_LEVEL=2
+mkdir -p "$OUT" "$LOGS"
+COMMON=(--backbone mobilenet_v2 --weights imagenet --counts 2000,1000,1000 --work /tmp/15ref/runs)
+mkdir -p /tmp/15ref/runs
+
+run() {  # name strategy paths views seed [epochs fine_tune_epochs]
+  local name=$1 strategy=$2 paths=$3 views=$4 seed=$5 epochs=${6:-30} ft=${7:-30}
+  local json="$OUT/$name-s$seed.json"
+  if [ -s "$json" ]; then echo "$(date +%T) skip $name seed $seed (done)"; return; fi
+  echo "$(date +%T) start $name seed $seed (commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
+  "$PY" bench/view_bank.py "${COMMON[@]}" --strategy "$strategy" --paths "$paths" \
+    --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" \
+    --json-out "$json.part" > "$LOGS/15ref-$name-s$seed.log" 2>&1
+  local rc=$?
+  if [ $rc -eq 0 ]; then
+    "$PY" - "$json.part" "$(git rev-parse HEAD)" "$(df -B1 --output=avail /tmp | tail -1)" <<'PYEOF'
+import json, sys
+path, commit, free = sys.argv[1], sys.argv[2], int(sys.argv[3])
+report = json.loads(open(path).read())
+report["commit"], report["tmp_free_bytes_after"] = commit, free
+open(path, "w").write(json.dumps(report, indent=1))
+PYEOF
+    mv "$json.part" "$json"
+  fi
+  echo "$(date +%T) end $name seed $seed rc=$rc (load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+# Measured at 81-128 s per on-the-fly epoch on the shared CPU (load 10-12), fine_tune 30 + 30 on
+# the fly would take 1.5-2 h alone: the main queue runs the on-the-fly reference for the head
+# phase only (feature_extraction_augmented, the same training as fine_tune's head phase), then
+# the bank runs. The side queue (nice 10, so it takes only what the main one leaves) runs fast
+# feature extraction.
+wait_merged() { while [ ! -e "$MERGED" ]; do sleep 30; done; }
+case "${1:-main}" in
+  main)
+    run fea-onthefly feature_extraction_augmented reference 3 1 30 1
+    wait_merged
+    run fea-auto feature_extraction_augmented bank auto 1 30 1
+    run ft-k3 fine_tune bank 3 1
+    run ft-auto fine_tune bank auto 1
+    run fea-k3 feature_extraction_augmented bank 3 1 30 1
+    for seed in 2 3; do run ft-auto fine_tune bank auto $seed; done
+    for seed in 2 3; do run fea-onthefly feature_extraction_augmented reference 3 $seed 30 1; done
+    ;;
+  side)
+    for seed in 1 2 3; do run fe feature_extraction reference 3 $seed 30 1; done
+    ;;
+  main2)  # the main queue again with fine_tune's product default first (the figure that
+           # decides the chapter's order), as the time left would not reach both
+    run ft-auto fine_tune bank auto 1
+    run ft-k3 fine_tune bank 3 1
+    for seed in 2 3; do run ft-auto fine_tune bank auto $seed; done
+    ;;
+  side2)  # after the first side queue, while the main one runs
+    run fea-k3 feature_extraction_augmented bank 3 1 30 1
+    for seed in 2 3; do run fea-auto feature_extraction_augmented bank auto $seed 30 1; done
+    ;;
+esac
+echo "$(date +%T) queue ${1:-main} done"
