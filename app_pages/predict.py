@@ -28,8 +28,8 @@ def predictor(folder: str, model_mtime: int) -> Predictor:
 
 
 def decoded(upload) -> tuple[str, Image.Image | None, str | None]:
-    """(name, the upright RGB photo or None, why it is not one): the photo shown; the model
-    reads the upload's bytes itself."""
+    """(name, the upright RGB photo or None, why it is not one): decoded once, for the
+    thumbnail and (see `model_source`) for the model."""
     try:
         return upload.name, open_rgb(upload.getvalue(), name=upload.name), None
     except ImageError as exc:
@@ -63,7 +63,7 @@ if not uploads:
     st.stop()
 
 
-def heatmaps(photos: list[bytes], ids: list[str], class_name: str | None) -> list:
+def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) -> list:
     """Grad-CAM maps of the photos (explain.py), kept for this session: the slider and the
     class choice rerun the page, and the maps do not change with the opacity."""
     store = st.session_state.setdefault("gradcam", {})
@@ -78,11 +78,20 @@ def heatmaps(photos: list[bytes], ids: list[str], class_name: str | None) -> lis
     return [store[(stamp, key)] for key in ids]
 
 
+def model_source(upload, photo: Image.Image) -> Image.Image:
+    """What the model reads: training decoded a JPEG at a reduced scale (draft mode), so a JPEG
+    is decoded again that way (cheap: at 1/2 to 1/8 of its size), once for the prediction and
+    the heatmap, to score here as on Evaluate; any other format decodes the same either way,
+    so the shown photo serves."""
+    data = upload.getvalue()
+    if data[:2] != b"\xff\xd8":
+        return photo
+    return Image.fromarray(model.model_input(data, upload.name))  # at the model's size
+
+
 photos = [decoded(upload) for upload in uploads]
-# The model reads each upload's bytes, as training read its files (a large JPEG decodes at a
-# reduced scale), so a photo scores here as it did on Evaluate; the decoded photo is shown.
-good = [(upload.name, upload.getvalue()) for upload, (_, photo, _) in zip(uploads, photos)
-        if photo is not None]
+good = [(upload.name, model_source(upload, photo))
+        for upload, (_, photo, _) in zip(uploads, photos) if photo is not None]
 results = iter(model.predict([data for _, data in good], [name for name, _ in good]))
 controls = st.columns(2)
 opacity = controls[0].slider(
