@@ -4,14 +4,12 @@ Thin: a study is made, queued, followed and summarized by transfer_core.studies;
 asks for the plan and shows study.json's runs, so a reload or a second browser sees the same.
 """
 
-from types import SimpleNamespace
-
 import pandas as pd
 import streamlit as st
 
 from app_pages import _ui as ui
 from transfer_core.backbones import BACKBONES
-from transfer_core.bank import choose_views
+from transfer_core.bank import automatic_views
 from transfer_core.errors import TransferLabError, system_error
 from transfer_core.estimates import estimate_seconds, human_duration
 from transfer_core.runs import STRATEGIES, TrainConfig
@@ -109,9 +107,7 @@ def plan_form(manifest):
 
 def views_of(strategy: str, views: int | str, epochs: int, fine_tune_epochs: int) -> int:
     """The views a run of `strategy` will use: as set, or as "auto" picks them (disk aside)."""
-    config = SimpleNamespace(strategy=strategy, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                             view_bank=views)
-    return choose_views(config, 0, 0)[0]
+    return views if views != "auto" else automatic_views(strategy, epochs, fine_tune_epochs)[0]
 
 
 def show_progress(study: Study, progress: dict) -> None:

@@ -1,5 +1,6 @@
 """Step 5: classify your own photos with a trained run."""
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image, ImageOps
@@ -7,7 +8,6 @@ from PIL import Image, ImageOps
 from app_pages import _ui as ui
 from transfer_core.errors import ImageError, TransferLabError, system_error
 from transfer_core.explain import DEFAULT_OPACITY, overlay
-from transfer_core.images import open_rgb
 from transfer_core.predict import Predictor
 from transfer_core.runs import Run
 
@@ -27,13 +27,14 @@ def predictor(folder: str, model_mtime: int) -> Predictor:
     return Predictor(Run(folder))
 
 
-def decoded(upload) -> tuple[str, Image.Image | None, str | None]:
-    """(name, the upright RGB photo or None, why it is not one): decoded once, for the
-    thumbnail and (see `model_source`) for the model."""
+def decoded(upload) -> tuple[str, Image.Image | None, np.ndarray | None, str | None]:
+    """(name, the upright RGB photo, the model's input, why it is not one): decoded once for
+    the thumbnail and the model (a JPEG once more, at training's scale: Predictor)."""
     try:
-        return upload.name, open_rgb(upload.getvalue(), name=upload.name), None
+        photo, array = model.photo_and_input(upload.getvalue(), upload.name)
+        return upload.name, photo, array, None
     except ImageError as exc:
-        return upload.name, None, str(exc)
+        return upload.name, None, None, str(exc)
 
 
 try:
@@ -63,7 +64,7 @@ if not uploads:
     st.stop()
 
 
-def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) -> list:
+def heatmaps(arrays: list[np.ndarray], ids: list[str], class_name: str | None) -> list:
     """Grad-CAM maps of the photos (explain.py), kept for this session: the slider and the
     class choice rerun the page, and the maps do not change with the opacity."""
     store = st.session_state.setdefault("gradcam", {})
@@ -71,28 +72,15 @@ def heatmaps(photos: list[Image.Image], ids: list[str], class_name: str | None) 
     missing = [i for i, key in enumerate(ids) if (stamp, key) not in store]
     if missing:
         explainer = model.explainer()
-        arrays = [model.model_input(photos[i]) for i in missing]
         wanted = None if class_name is None else explainer.class_index(class_name)
-        _, maps = explainer.heatmaps(arrays, wanted)
+        _, maps = explainer.heatmaps([arrays[i] for i in missing], wanted)
         store.update({(stamp, ids[i]): heat for i, heat in zip(missing, maps)})
     return [store[(stamp, key)] for key in ids]
 
 
-def model_source(upload, photo: Image.Image) -> Image.Image:
-    """What the model reads: training decoded a JPEG at a reduced scale (draft mode), so a JPEG
-    is decoded again that way (cheap: at 1/2 to 1/8 of its size), once for the prediction and
-    the heatmap, to score here as on Evaluate; any other format decodes the same either way,
-    so the shown photo serves."""
-    data = upload.getvalue()
-    if data[:2] != b"\xff\xd8":
-        return photo
-    return Image.fromarray(model.model_input(data, upload.name))  # at the model's size
-
-
 photos = [decoded(upload) for upload in uploads]
-good = [(upload.name, model_source(upload, photo))
-        for upload, (_, photo, _) in zip(uploads, photos) if photo is not None]
-results = iter(model.predict([data for _, data in good], [name for name, _ in good]))
+good = [(name, array) for name, photo, array, _ in photos if photo is not None]
+results = iter(model.predict([array for _, array in good], [name for name, _ in good]))
 controls = st.columns(2)
 opacity = controls[0].slider(
     "Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key="heat_opacity",
@@ -105,8 +93,8 @@ if len(model.classes) > 2:
     explained = None if choice == "the predicted class" else choice
 ids = [f"{index}:{upload.file_id if hasattr(upload, 'file_id') else upload.name}"
        for index, upload in enumerate(uploads) if photos[index][1] is not None]
-maps = iter(heatmaps([data for _, data in good], ids, explained) if good else [])
-for index, (name, photo, error) in enumerate(photos):
+maps = iter(heatmaps([array for _, array in good], ids, explained) if good else [])
+for index, (name, photo, _, error) in enumerate(photos):
     left, right = st.columns([1, 2])
     if photo is None:
         left.write(f"**{name}**")

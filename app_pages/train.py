@@ -1,7 +1,6 @@
 """Step 2: choose a backbone and a freezing strategy, start a run, watch it learn."""
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import streamlit as st
 
@@ -12,7 +11,7 @@ from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.bank import bank_growth, choose_views
+from transfer_core.bank import automatic_views, bank_growth
 from transfer_core.features import FeatureCache, room_for_features, view_bank_bytes
 from transfer_core.precision import PRECISIONS, cpu_has_bf16
 from transfer_core.recommend import PATIENCE, SETTINGS, default_settings
@@ -276,9 +275,7 @@ class BankPlan:
         per_view, fixed = bank_growth(self.facts["layer_shapes"], cut, self.facts["layers"][-1],
                                       self.n_train, self.n_val)
         room = room_for_features(FeatureCache(ui.workspace()).root) - fixed
-        return choose_views(SimpleNamespace(strategy=self.strategy, epochs=self.epochs,
-                                            fine_tune_epochs=self.fine_tune_epochs,
-                                            view_bank="auto"), per_view, room)
+        return automatic_views(self.strategy, self.epochs, self.fine_tune_epochs, per_view, room)
 
 
 def view_bank_input(bank: BankPlan, default) -> tuple[int | str, int]:

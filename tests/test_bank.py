@@ -147,3 +147,24 @@ def test_last_keeps_the_last_epoch_and_auto_fits_the_disk(tiny, monkeypatch):
     assert run.kept_epoch()["global_epoch"] == 12
     saved = evaluate(run, split="validation")
     assert saved["loss"] == pytest.approx(epochs[-1]["val_loss"], abs=1e-4)
+
+
+@pytest.mark.parametrize("monitor, kept", [("last", 3), ("val_loss", 2)])
+def test_last_keeps_the_final_epoch_when_validation_loss_rose(tmp_path, monitor, kept):
+    """The rule itself, on epochs whose validation loss falls then rises: "last" saves the
+    third epoch's model, "val_loss" keeps the second's."""
+    import keras
+
+    from transfer_core.training import RunRecorder, training_phases
+
+    config = TrainConfig(manifest="m.json", classes=["a", "b"], epochs=3, monitor=monitor)
+    run = Run.create_in(tmp_path / "run", config)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    recorder = RunRecorder(run, model, training_phases(config)[0], steps=1, total_epochs=3,
+                           monitor=monitor)
+    for epoch, val_loss in enumerate([0.5, 0.3, 0.9]):
+        recorder.on_epoch_begin(epoch)
+        recorder.on_epoch_end(epoch, {"loss": 0.4, "val_loss": val_loss, "val_accuracy": 0.5})
+    status = run.status()
+    assert status["saved_epoch"] == status["best"]["global_epoch"] == kept
+    assert run.model_path.exists()

@@ -140,3 +140,9 @@ def test_a_large_photo_gets_the_input_training_and_the_export_give_it(predictor,
     np.testing.assert_array_equal(predictor.photo_and_input(str(path))[1], trained_on)
     np.testing.assert_array_equal(load_photo(path, size), trained_on)
     assert predictor.photo_and_input(path)[0].size == (1200, 900)  # shown at full size
+    # Any other format is decoded once: the shown photo, resized, is training's input.
+    png = tmp_path / "screenshot.png"
+    big.save(png)
+    photo, array = predictor.photo_and_input(png)
+    assert photo.size == (1200, 900)
+    np.testing.assert_array_equal(array, load_array(png, (size, size)))

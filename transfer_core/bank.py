@@ -35,16 +35,24 @@ def choose_views(config, bytes_per_view: float, free_bytes: float) -> tuple[int,
     parts that do not grow with K)."""
     if config.view_bank != "auto":
         return config.view_bank, "set in the run's settings"
-    epochs = bank_epochs(config.strategy, config.epochs, config.fine_tune_epochs)
-    if not epochs:
-        return 0, f"{config.strategy} reads no view bank"
-    wanted = min(max(math.ceil(epochs / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)
-    why = (f"automatic: {epochs} epochs read the bank, so {wanted} views, each seen about "
-           f"{epochs / wanted:.0f} times")
+    return automatic_views(config.strategy, config.epochs, config.fine_tune_epochs,
+                           bytes_per_view, free_bytes)
+
+
+def automatic_views(strategy: str, epochs: int, fine_tune_epochs: int,
+                    bytes_per_view: float = 0, free_bytes: float = 0) -> tuple[int, str]:
+    """(K, why) that "auto" takes for a run of `strategy` (choose_views); with no
+    `bytes_per_view`, whatever the disk (a time estimate)."""
+    reading = bank_epochs(strategy, epochs, fine_tune_epochs)
+    if not reading:
+        return 0, f"{strategy} reads no view bank"
+    wanted = min(max(math.ceil(reading / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)
+    why = (f"automatic: {reading} epochs read the bank, so {wanted} views, each seen about "
+           f"{reading / wanted:.0f} times")
     if bytes_per_view <= 0 or wanted * bytes_per_view <= free_bytes:
         return wanted, why
     views = max(int(free_bytes // bytes_per_view), MIN_VIEWS)
-    return views, (f"automatic: {epochs} epochs would take {wanted} views, but "
+    return views, (f"automatic: {reading} epochs would take {wanted} views, but "
                    f"{_gb(wanted * bytes_per_view)} do not fit in the "
                    f"{_gb(max(free_bytes, 0))} the cache may use, so {views}")
 

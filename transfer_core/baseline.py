@@ -18,13 +18,12 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import feature_rows
 from .datasets import load_manifest
+from .feature_rows import pooled  # in chunks: a cached split is never read whole
 from .features import FeatureCache
 from .runs import Run, TrainConfig
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
-ROWS_PER_CHUNK = 256  # pooled in chunks: a cached split is never read whole at once
 # Fitted on at most this many training photos, a seeded sample: its memory would otherwise grow
 # with the split (80,000 pooled MobileNetV2 rows are 410 MB, and the scaler copies them), and a
 # linear model on about a thousand averaged features has little left to learn from more.
@@ -34,13 +33,6 @@ MAX_TRAIN_PHOTOS = 10_000
 def applies(config: TrainConfig) -> bool:
     """Whether the run's features are the plain cached ones a baseline can reuse."""
     return config.strategy == "feature_extraction"
-
-
-def pooled(features: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """(N, h, w, c) → (N, c): the mean over the spatial axes, as global average pooling, of
-    every row or of `rows`, read in chunks by explicit reads (a memory map read whole would
-    hold the split in memory)."""
-    return feature_rows.pooled(features, ROWS_PER_CHUNK, rows)
 
 
 def training_sample(photos: int, seed: int, limit: int = MAX_TRAIN_PHOTOS) -> np.ndarray:
@@ -89,7 +81,7 @@ def baseline(run: Run, split: str = "test", workspace=None) -> dict | None:
         features = cache.extract(manifest, name, spec)
         labels = np.asarray(features.labels)
         rows = training_sample(len(labels), config.seed) if sample else None
-        return pooled(features.features, rows), labels if rows is None else labels[rows]
+        return pooled(features.features, rows=rows), labels if rows is None else labels[rows]
 
     train = split_data("train", sample=True)
     validation, scored = split_data("validation"), split_data(split)

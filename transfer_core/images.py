@@ -23,6 +23,9 @@ from .errors import ImageError
 # Pillow's format ids we decode, with the names we show.
 READ_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "GIF": "GIF", "WEBP": "WebP"}
 FORMATS_TEXT = ", ".join(READ_FORMATS.values())
+# The formats Pillow can decode at a reduced scale (Image.draft): a small copy of one differs
+# from the full picture resized.
+DRAFT_FORMATS = ("JPEG", "MPO")
 # Names worth decoding; what is in them decides whether they are read.
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp"}
 
@@ -84,17 +87,35 @@ def open_rgb(source: str | Path | bytes, max_pixels: int | None = None,
     target = max(size) if size else max_side
     image = _decode(source, name, max_pixels, draft_side=target)
     image = _to_rgb(image)
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    if size is not None:
+        image = resized(image, size)
     elif max_side is not None and max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.BILINEAR)
     return image
+
+
+def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` at exactly `size` = (height, width), bilinear, as every model input is made."""
+    return image if image.size == (size[1], size[0]) else image.resize((size[1], size[0]),
+                                                                        Image.BILINEAR)
 
 
 def load_array(source: str | Path | bytes, size: tuple[int, int] | None = None,
                name: str | None = None) -> np.ndarray:
     """RGB uint8 array (H, W, 3), resized to `size` = (height, width) with bilinear filtering."""
     return np.asarray(open_rgb(source, name=name, size=size), dtype=np.uint8)
+
+
+def photo_and_array(source: str | Path | bytes, size: tuple[int, int],
+                    name: str | None = None) -> tuple[Image.Image, np.ndarray]:
+    """The upright RGB photo at full size (to show) and `load_array(source, size)`, from one
+    decode: only a JPEG decodes differently when a small copy is wanted (draft mode), so only a
+    JPEG is decoded a second time, at its reduced scale (cheap)."""
+    image = _decode(source, name, None, draft_side=None)
+    photo = _to_rgb(image)
+    if image.format in DRAFT_FORMATS:
+        return photo, load_array(source, size, name=name)
+    return photo, np.asarray(resized(photo, size), dtype=np.uint8)
 
 
 def check_image(path: str | Path) -> str | None:
@@ -151,7 +172,7 @@ def _decode_stream(stream: BinaryIO, name: str, limit: int,
                 f"{name} is too large ({width}×{height} = {width * height / 1e6:.1f} "
                 f"megapixels; the limit is {limit / 1e6:g}, set {MAX_PIXELS_ENV} to change it)")
         image.seek(0)  # a GIF's first frame
-        if draft_side and image.format in ("JPEG", "MPO"):
+        if draft_side and image.format in DRAFT_FORMATS:
             # Decode at the smallest 1/2^k scale still at least draft_side on each side.
             image.draft("RGB", (draft_side, draft_side))
         image.load()

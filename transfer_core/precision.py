@@ -165,7 +165,9 @@ def prediction_agreement(reference: np.ndarray, other: np.ndarray, labels: np.nd
     """Fit a nearest-class-mean classifier on `reference` (the float32 features, averaged over
     their positions) and label both sets with it: how often the labels agree, and each's
     accuracy. A decision-level check: what the head will see, not each number's error."""
-    ref, oth = _pooled(reference), _pooled(other)
+    from .feature_rows import pooled  # keras: not at import time (runs.py imports this module)
+
+    ref, oth = pooled(reference), pooled(other)
     classes = np.unique(labels)
     means = np.stack([ref[labels == c].mean(axis=0) for c in classes])
 
@@ -188,11 +190,6 @@ def check_set(paths: list[str], labels: list[int], size: int = CHECK_IMAGES, see
     chosen = np.concatenate([order[labels[order] == c][:per_class] for c in np.unique(labels)])
     chosen.sort()
     return [paths[i] for i in chosen], labels[chosen].tolist()
-
-
-def _pooled(features: np.ndarray) -> np.ndarray:
-    x = np.asarray(features, dtype="float32")
-    return x.reshape(len(x), -1, x.shape[-1]).mean(axis=1) if x.ndim > 2 else x
 
 
 def _features(backbone, weights, image_size, paths, precision):

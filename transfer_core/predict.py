@@ -19,7 +19,7 @@ from PIL import Image
 from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
 from . import ood as out_of_distribution
 from .errors import ImageError, RunError, TransferLabError, system_error
-from .images import load_array, open_rgb
+from .images import load_array, photo_and_array, resized
 from .inputs import inference_batches
 from .model_parts import model_parts, pooled_model
 from .precision import cpu_has_bf16, in_float32
@@ -76,7 +76,7 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 
 def probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """(N, classes) probabilities for a batch of RGB images; a sigmoid output becomes two."""
-    return two_columns(np.asarray(model.predict_on_batch(images), dtype="float64"))
+    return two_columns(model.predict_on_batch(images))
 
 
 def two_columns(out: np.ndarray) -> np.ndarray:
@@ -135,14 +135,15 @@ class Predictor:
             self._explainer = Explainer(self.model, base, self.classes)
         return self._explainer
 
-    def predict(self, sources: list[str | Path | bytes | Image.Image],
+    def predict(self, sources: list[str | Path | bytes | Image.Image | np.ndarray],
                 names: list[str] | None = None) -> list[dict]:
         """One result per source: {"label", "confidence", "probabilities": {class: p},
         "out_of_distribution", "ood_score", "ood_threshold"} or {"error": text}.
 
-        A source is a path, a file's bytes, or a photo already decoded by `images.open_rgb`
-        (which can only be resized: a path or the bytes give training's input). The good images go
-        through the model in one batch; a bad one does not stop the rest. Without fitted
+        A source is a path, a file's bytes, a photo already decoded by `images.open_rgb` (which
+        can only be resized: a path or the bytes give training's input), or the input
+        `photo_and_input` made of one (the Predict page decodes each upload once). The good
+        images go through the model in one batch; a bad one does not stop the rest. Without fitted
         statistics, out_of_distribution and the score are None.
         """
         results, arrays, slots = [], [], []
@@ -169,25 +170,32 @@ class Predictor:
             return probabilities(self.model, images), [None] * len(images), [None] * len(images)
         probs, pooled = self._pooled.predict_on_batch(images)
         scores, flags = self.ood_stats.flags(np.asarray(pooled))
-        return (two_columns(np.asarray(probs, dtype="float64")), [float(s) for s in scores],
+        return (two_columns(probs), [float(s) for s in scores],
                 [bool(f) for f in flags])
 
     def photo_and_input(self, source, name: str | None = None) -> tuple[Image.Image, np.ndarray]:
-        """The upright RGB photo at full size (to show) and the model's input for it."""
+        """The upright RGB photo at full size (to show) and the model's input for it, decoded
+        once (a JPEG once more, at training's reduced scale: `images.photo_and_array`)."""
+        if isinstance(source, Image.Image):
+            return source, self.model_input(source)
         with _readable(source, name):
-            photo = source if isinstance(source, Image.Image) else open_rgb(source, name=name)
-        return photo, self.model_input(source, name)
+            return photo_and_array(source, self._size, name=name)
 
     def model_input(self, source, name: str | None = None) -> np.ndarray:
         """The model's input, decoded as training and Evaluate decoded their photos
         (`images.load_array`: a large JPEG at a reduced scale first), so a photo gets the same
-        score here as there. A photo the caller decoded already can only be resized."""
-        size = (self.image_size, self.image_size)
+        score here as there. A photo the caller decoded already can only be resized; an input
+        `photo_and_input` made is used as it is."""
+        if isinstance(source, np.ndarray):
+            return source
         if isinstance(source, Image.Image):
-            resized = source if source.size == size else source.resize(size, Image.BILINEAR)
-            return np.asarray(resized, dtype=np.uint8)
+            return np.asarray(resized(source, self._size), dtype=np.uint8)
         with _readable(source, name):
-            return load_array(source, size, name=name)
+            return load_array(source, self._size, name=name)
+
+    @property
+    def _size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size)
 
 
 @contextlib.contextmanager

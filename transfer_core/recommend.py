@@ -25,9 +25,8 @@ import keras
 import numpy as np
 
 from .balance import class_weights
-from .baseline import pooled
 from .errors import RunError
-from .feature_rows import FeatureBatches, RowReader
+from .feature_rows import FeatureBatches, RowReader, pooled
 from .runs import TrainConfig
 from .strategies import build_head, compile_model
 

@@ -158,14 +158,12 @@ def _untimed(step: str):
 class _Session:
     """One run's training: the model, the data, and the phases in order."""
 
-    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks=(), timer=None,
-                 placement: Placement | None = None):
+    def __init__(self, run: Run, config: TrainConfig, workspace, callbacks, timer,
+                 placement: Placement):
         self.run, self.config, self.workspace = run, config, workspace
         # Models and optimizers are made in its scope; extraction is not, so that each worker
         # reads or fills its own cache without waiting for the others.
-        self.scope = placement.scope if placement else contextlib.nullcontext
-        self.distributed = placement is not None and placement.kind != "none"
-        self.placement = placement
+        self.placement, self.scope = placement, placement.scope
         self.extra_callbacks, self.timer = list(callbacks), timer or _untimed  # train()'s hooks
         self.manifest = load_manifest(config.manifest)
         self.num_classes = len(self.manifest.classes)
@@ -323,7 +321,7 @@ class _Session:
             # the base"). Not under tf.distribute, as Keras' "auto" decides too: XLA cannot
             # reach a variable mirrored on another device.
             compile_model(trainer, self.num_classes, phase.learning_rate,
-                          jit_compile=(cut is None and not self.distributed) or "auto")
+                          jit_compile=(cut is None and self.placement.kind == "none") or "auto")
             # shuffle=False: the ViewBank orders each epoch from the seed; Keras' own shuffle
             # of its batches would draw on Python's global random state, which a strategy's
             # start-up moves, so one device and two would train on different orders.
@@ -386,8 +384,6 @@ class _Session:
     def _input(self, data, phase: Phase, steps: int) -> dict:
         """fit()'s training data and class_weight, shared between workers when there are
         several (distribute.training_input)."""
-        if self.placement is None:
-            return {"x": data, "class_weight": self._class_weight()}
         return training_input(self.placement, data, self._class_weight(), phase.epochs, steps)
 
     def _class_weight(self):
