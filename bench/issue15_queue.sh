@@ -4,15 +4,16 @@
 # docs/benchmarks/issue15/, a log per run in $LOGS. The "auto" runs need the 15bank branch
 # merged: they wait for the file $MERGED (touched after `git merge 15bank`), and the queue runs
 # the other runs meanwhile.
-#   nohup bash bench/issue15_queue.sh main > /work/notes/15ref-queue.log 2>&1 &
-#   nohup nice -n 10 bash bench/issue15_queue.sh side > /work/notes/15ref-side.log 2>&1 &
+#   nohup bash bench/issue15_queue.sh main > /tmp/issue15-queue.log 2>&1 &
+#   nohup nice -n 10 bash bench/issue15_queue.sh side > /tmp/issue15-side.log 2>&1 &
+# (15bank is on main now: touch $MERGED, or the "auto" runs wait for it.)
 set -u
 cd "$(dirname "$0")/.."
-PY=/work/main/.venv/bin/python
-LOGS=${LOGS:-/work/notes}
+PY=${PY:-.venv/bin/python}
+LOGS=${LOGS:-/tmp/issue15-logs}
 OUT=docs/benchmarks/issue15
 MERGED=${MERGED:-/tmp/15ref/merged}
-export KERAS_HOME=${KERAS_HOME:-/work/shared/keras-home} TF_CPP_MIN_LOG_LEVEL=2
+export KERAS_HOME=${KERAS_HOME:-$(cd .. && pwd)/shared/keras-home} TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$OUT" "$LOGS"
 COMMON=(--backbone mobilenet_v2 --weights imagenet --counts 2000,1000,1000 --work /tmp/15ref/runs)
 mkdir -p /tmp/15ref/runs
