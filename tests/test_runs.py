@@ -178,10 +178,10 @@ def test_sigterm_stops_a_run_like_the_stop_button(tmp_path):
         jobs.stop(run)
 
 
-def test_early_stopping_without_a_monitor_keeps_the_best_by_validation_loss():
+def test_the_last_epoch_is_kept_unless_early_stopping_or_a_score_is_asked_for():
     from transfer_core.runs import TrainConfig, monitor_for
 
-    assert monitor_for(None, None) == TrainConfig.monitor
-    assert monitor_for("last", None) == "last"
+    assert TrainConfig.monitor == "last"  # the chapter's rule, and the measured best
+    assert monitor_for(None, None) == "last"
     assert monitor_for(None, 5) == "val_loss"  # early stopping watches the validation loss
     assert monitor_for("val_accuracy", 5) == "val_accuracy"
