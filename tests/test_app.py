@@ -477,7 +477,7 @@ def test_train_page_starts_a_run_that_finishes_and_shows_its_curves(on_trained):
     assert seen["after_start"]["subheaders"] == [f"Run {run.name}"]
     assert "Stop" in seen["after_start"]["buttons"], "a queued or running run can be stopped"
 
-    assert texts(at.success) == ["Finished. The best epoch's model is saved."], seen["log"][-2000:]
+    assert texts(at.success) == ["Finished. The last epoch's model is saved."], seen["log"][-2000:]
     assert not at.error
     config = json.loads((run.folder / "config.json").read_text())
     assert (config["backbone"], config["image_size"], config["weights"], config["epochs"]) == \
@@ -589,7 +589,7 @@ def test_a_new_session_finds_the_run_on_the_train_page(on_trained):
     at = open_page("train", size_vgg16=32)
 
     assert texts(at.subheader) == [f"Run {on_trained['run'].name}"]
-    assert texts(at.success) == ["Finished. The best epoch's model is saved."]
+    assert texts(at.success) == ["Finished. The last epoch's model is saved."]
 
 
 def test_curves_page_shows_accuracy_and_loss_raw_and_smoothed_and_a_csv(on_trained, media):
@@ -609,7 +609,9 @@ def test_curves_page_shows_accuracy_and_loss_raw_and_smoothed_and_a_csv(on_train
         raw = next(t for t in figures[f"{metric}_chart"]["data"]
                    if t["name"] == f"{run.name} · training · raw")
         assert len(raw["y"]) == 3, "one point per epoch"
-    assert any(c.startswith(f"{run.name}: best epoch") for c in texts(at.caption))
+    # The chapter's rule, the default: the last of the 3 epochs is the model kept
+    assert any(c.startswith(f"{run.name}: epoch 3 ") and "keeps the last epoch's model" in c
+               for c in texts(at.caption)), texts(at.caption)
 
     download = at.download_button[0]
     assert download.label == "Download the numbers (CSV)"

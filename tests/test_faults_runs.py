@@ -434,6 +434,16 @@ def test_an_interrupted_run_with_a_cut_model_is_not_offered(workspace):
     assert "model.keras in run killed is damaged or incomplete" in run.model_problem()
 
 
+def test_curves_name_a_better_unsaved_epoch_of_an_interrupted_run_that_keeps_the_best(
+        app_workspace):
+    run, kept, last = interrupted_run(app_workspace)
+    set_json(run, "config.json", lambda config: {**config, "monitor": "val_loss"})
+    captions = texts(open_page("curves").caption)
+    assert any(c.startswith(f"killed: best epoch {kept} ") for c in captions), captions
+    assert any(f"Epoch {last} scored better, but its model was not saved" in c
+               for c in captions)
+
+
 @pytest.mark.parametrize("page", ["evaluate", "predict", "curves"])
 def test_pages_offer_an_interrupted_runs_kept_model_with_its_epoch(app_workspace, page):
     run, kept, last = interrupted_run(app_workspace)
@@ -444,9 +454,8 @@ def test_pages_offer_an_interrupted_runs_kept_model_with_its_epoch(app_workspace
     if page == "curves":
         assert at.multiselect(key="curve_runs").value == ["killed"]
         captions = texts(at.caption)
-        assert any(c.startswith(f"killed: best epoch {kept} ") for c in captions), captions
-        assert any(f"Epoch {last} scored better, but its model was not saved" in c
-                   for c in captions)
+        assert any(c.startswith(f"killed: epoch {kept} ") and "the last saved" in c
+                   for c in captions), captions
         return
     picker = at.selectbox(key=f"{page}_run")
     assert picker.value == "killed" and label in picker.options

@@ -407,7 +407,7 @@ def tour(page: Page, app: App, tmp_path: Path) -> None:
     expect(progress.or_(sidebar_done).first).to_be_visible()
     expect(sidebar).to_contain_text(run_name)
     step("reloaded, still training")
-    expect(page.get_by_text("Finished. The best epoch's model is saved.")).to_be_visible(
+    expect(page.get_by_text("Finished. The last epoch's model is saved.")).to_be_visible(
         timeout=150_000)
     expect(sidebar).to_contain_text("finished")
     check_page(page, "2-train-finished")
