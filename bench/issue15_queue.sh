@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
 # Issue 15's measurement queue: one run per call of bench/view_bank.py, sequential, most
 # important first (so the figures that matter exist if time runs out). One JSON per run in
-# docs/benchmarks/issue15/, a log per run in $LOGS. The "auto" runs need the 15bank branch
-# merged: they wait for the file $MERGED (touched after `git merge 15bank`), and the queue runs
-# the other runs meanwhile.
+# docs/benchmarks/issue15/, a log per run in $LOGS; a run whose JSON exists is skipped, so a
+# queue can be restarted. `rest` runs what issue 15 still lacks, most important first.
 #   nohup bash bench/issue15_queue.sh main > /tmp/issue15-queue.log 2>&1 &
 #   nohup nice -n 10 bash bench/issue15_queue.sh side > /tmp/issue15-side.log 2>&1 &
-# (15bank is on main now: touch $MERGED, or the "auto" runs wait for it.)
+#   nohup bash bench/issue15_queue.sh rest > /tmp/issue15-rest.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 LOGS=${LOGS:-/tmp/issue15-logs}
 OUT=docs/benchmarks/issue15
-MERGED=${MERGED:-/tmp/15ref/merged}
 export KERAS_HOME=${KERAS_HOME:-$(cd .. && pwd)/shared/keras-home} TF_CPP_MIN_LOG_LEVEL=2
 mkdir -p "$OUT" "$LOGS"
 COMMON=(--backbone mobilenet_v2 --weights imagenet --counts 2000,1000,1000 --work /tmp/15ref/runs)
@@ -45,11 +43,9 @@ PYEOF
 # phase only (feature_extraction_augmented, the same training as fine_tune's head phase), then
 # the bank runs. The side queue (nice 10, so it takes only what the main one leaves) runs fast
 # feature extraction.
-wait_merged() { while [ ! -e "$MERGED" ]; do sleep 30; done; }
 case "${1:-main}" in
   main)
     run fea-onthefly feature_extraction_augmented reference 3 1 30 1
-    wait_merged
     run fea-auto feature_extraction_augmented bank auto 1 30 1
     run ft-k3 fine_tune bank 3 1
     run ft-auto fine_tune bank auto 1
@@ -65,6 +61,11 @@ case "${1:-main}" in
     run ft-auto fine_tune bank auto 1
     run ft-k3 fine_tune bank 3 1
     for seed in 2 3; do run ft-auto fine_tune bank auto $seed; done
+    ;;
+  rest)  # the seeds and the reference still missing (docs/BENCHMARKS.md, issue 15: "Not run")
+    for seed in 2 3; do run fea-onthefly feature_extraction_augmented reference 3 $seed 30 1; done
+    for seed in 2 3; do run ft-auto fine_tune bank auto $seed; done
+    run ft-onthefly fine_tune reference 3 1
     ;;
   side2)  # after the first side queue, while the main one runs
     run fea-k3 feature_extraction_augmented bank 3 1 30 1
