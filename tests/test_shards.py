@@ -5,7 +5,9 @@ training then reads the merged set as a cache hit. VGG16 at 32 px, random weight
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -15,8 +17,8 @@ from transfer_core.cli import main
 from transfer_core.datasets import SplitRequest, scan, split
 from transfer_core.features import FeatureCache, FeatureSpec
 from transfer_core.runs import Run, TrainConfig
-from transfer_core.shards import (Shard, ShardError, extract_shard, merge_shards, parse_shard,
-                                  shard_files, shard_rows)
+from transfer_core.shards import (Shard, ShardError, _partial_name, extract_shard, merge_shards,
+                                  parse_shard, shard_files, shard_rows)
 from transfer_core.training import feature_spec, train
 
 SPEC = FeatureSpec("vgg16", "none", 32, seed=1)
@@ -41,6 +43,12 @@ def _shard(cache, manifest, shard: str, spec=SPEC, folder=None, batch=BATCH, nam
 def _reference(tmp_path, manifest, spec=SPEC, name="train"):
     """The same split extracted by one process, in a workspace of its own."""
     return FeatureCache(tmp_path / "one-process").extract(manifest, name, spec, BATCH)
+
+
+def _finished_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def _no_cache_entry(cache) -> bool:
@@ -115,7 +123,16 @@ def test_a_shard_with_wrong_rows_is_refused_and_running_it_again_fixes_it(cache,
     with pytest.raises(ShardError, match="--batch-size 3, shard 0/2 with 2"):
         merge_shards(cache, manifest, "train", SPEC)
 
-    _shard(cache, manifest, "1/2")  # running the shard again replaces it
+    # Running the shard again replaces it, and removes what its killed writers on this
+    # machine left, never the file of a writer still alive.
+    dead = _finished_pid()
+    dead_left = second.path.with_name(_partial_name(second.path, dead))
+    live_left = second.path.with_name(_partial_name(second.path, os.getppid()))
+    dead_left.write_bytes(b"half a shard")
+    live_left.write_bytes(b"a shard being written")
+    _shard(cache, manifest, "1/2")
+    assert not dead_left.exists() and live_left.exists()
+    live_left.unlink()
     merged = merge_shards(cache, manifest, "train", SPEC)
     np.testing.assert_array_equal(merged.features, _reference(tmp_path, manifest).features)
 

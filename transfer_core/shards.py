@@ -26,7 +26,7 @@ from .errors import DatasetError
 from .feature_rows import RowReader
 from .features import (ExtractionSpeed, NpyWriter, build_extractor, check_disk, run_extractor,
                        writing_cache)
-from .storage import (DamagedFile, read_json_object, remove_stale_temps, temp_prefix,
+from .storage import (DamagedFile, process_alive, read_json_object, temp_writer,
                       write_json_atomic)
 
 # Rows copied at once by the merge: its memory stays flat in the split's size.
@@ -130,14 +130,14 @@ def extract_shard(cache, manifest, split: str, spec, shard: Shard, batch_size: i
     npy, meta = shard_files(folder, key, shard)
     if cache.has(manifest, split, spec):
         return ShardResult(shard, key, rows, npy, 0.0, None, True)
-    with writing_cache(folder / "shard"):
+    with writing_cache(npy):
         folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)  # what shards killed midway left behind
+    _remove_own_leftovers(npy)
     model = build_extractor(spec)
     shape = (len(rows), *model.output.shape[1:])
     check_disk(folder, shape, spec.storage)
     meta.unlink(missing_ok=True)  # unfinished from here until the new .json is written
-    partial = folder / f"{temp_prefix(npy.name)}tmp"
+    partial = npy.with_name(_partial_name(npy, os.getpid()))
     try:
         with NpyWriter(partial, shape, spec.storage) as out:
             speed = run_extractor(model, paths[rows.start:rows.stop], spec.image_size,
@@ -156,6 +156,21 @@ def extract_shard(cache, manifest, split: str, spec, shard: Shard, batch_size: i
         partial.unlink(missing_ok=True)
         raise
     return ShardResult(shard, key, rows, npy, speed.seconds, speed.images_per_second, False)
+
+
+def _partial_name(npy: Path, pid) -> str:
+    """A shard being written: hidden, and named by its host and process, because a shared
+    folder sees the writers of several machines, and a pid says whether a writer is alive
+    only on its own machine."""
+    return f".{npy.name}.{socket.gethostname()}.pid{pid}.tmp"
+
+
+def _remove_own_leftovers(npy: Path) -> None:
+    """Remove what this shard's killed writers on this machine left behind (never the files
+    of a writer alive, nor of another machine's)."""
+    for leftover in npy.parent.glob(_partial_name(npy, "*")):
+        if not process_alive(temp_writer(leftover.name)):
+            leftover.unlink(missing_ok=True)
 
 
 def merge_shards(cache, manifest, split: str, spec, folder=None):
