@@ -96,8 +96,11 @@ def test_a_shard_made_with_other_settings_is_refused(cache, manifest):
     _shard(cache, manifest, "0/2")
     made = _shard(cache, manifest, "1/2", spec=other)
     assert made.key != _shard(cache, manifest, "0/2").key
-    with pytest.raises(ShardError, match="missing .*shards of 1 other feature set are there"):
+    with pytest.raises(ShardError, match=r"Shard 1/2 .* is missing .*a shard 1/2 of other "
+                                         r"features is there, made with seed 2, not 1"):
         merge_shards(cache, manifest, "train", SPEC)
+    with pytest.raises(ShardError, match="No shard .*shards of 2 other feature sets are there"):
+        merge_shards(cache, manifest, "train", FeatureSpec("vgg16", "none", 32, seed=3))
 
     # The other set's shard under this key's name (copied or renamed): its record says so.
     key = _shard(cache, manifest, "0/2").key

@@ -212,7 +212,7 @@ def merge_shards(cache, manifest, split: str, spec, folder=None):
 def _checked_shards(folder: Path, key: str, spec, images: int) -> list[tuple[Path, dict]]:
     """Every shard of `key` in `folder`, in order, each checked against the split: its key,
     its place in the same plan (shard count, batch size) and its rows."""
-    count = _shard_count(folder, key)
+    count = _shard_count(folder, key, spec)
     shards = []
     for index in range(count):
         shard = Shard(index, count)
@@ -224,7 +224,7 @@ def _checked_shards(folder: Path, key: str, spec, images: int) -> list[tuple[Pat
             raise ShardError(f"Shard {shard}'s {exc}: {again}.") from None
         if info is None or not npy.exists():
             raise ShardError(f"Shard {shard} of these {images} images (key {key}) is missing "
-                             f"from {folder}{_other_sets(folder, key)}: {again}.")
+                             f"from {folder}{_other_sets(folder, key, spec, shard)}: {again}.")
         _check_identity(info, key, spec, shard, again)
         shards.append((npy, info))
     batch = shards[0][1].get("batch_size")
@@ -233,7 +233,7 @@ def _checked_shards(folder: Path, key: str, spec, images: int) -> list[tuple[Pat
     return shards
 
 
-def _shard_count(folder: Path, key: str) -> int:
+def _shard_count(folder: Path, key: str, spec) -> int:
     """N, from the shards of `key` found; ShardError when none is, or shards of several N."""
     counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0])
               for p in folder.glob(f"{key}.shard-*-of-*.json")}
@@ -245,28 +245,45 @@ def _shard_count(folder: Path, key: str) -> int:
                          f"files {key}.shard-*-of-N.* of the count you no longer want, then "
                          "merge.")
     raise ShardError(f"No shard of these features (key {key}) in {folder}"
-                     f"{_other_sets(folder, key)}: run extract --shard I/N for every I with the "
-                     "same settings, then merge.")
+                     f"{_other_sets(folder, key, spec)}: run extract --shard I/N for every I "
+                     "with the same settings, then merge.")
 
 
-def _other_sets(folder: Path, key: str) -> str:
+def _other_sets(folder: Path, key: str, spec, shard: Shard | None = None) -> str:
     """What a missing shard's message adds when shards of other features are in the folder:
-    the usual reason one is missing is that it was made with other settings."""
-    others = {p.name.split(".shard-")[0] for p in folder.glob("*.shard-*-of-*.json")} - {key}
-    if not others:
+    the usual reason one is missing is that it was made with other settings, which it names
+    when that very shard (I/N) of other features is there."""
+    others = [p for p in folder.glob("*.shard-*-of-*.json") if not p.name.startswith(key)]
+    if shard is not None:
+        twin = f".shard-{shard.index}-of-{shard.count}.json"
+        for path in (p for p in others if p.name.endswith(twin)):
+            try:
+                theirs = (read_json_object(path) or {}).get("spec") or {}
+            except DamagedFile:
+                continue
+            why = _differences(theirs, spec.cache_identity(), "")
+            return (f"; a shard {shard} of other features is there, made "
+                    + (f"with {why}" if why else "before the photos or labels changed"))
+    sets = {p.name.split(".shard-")[0] for p in others}
+    if not sets:
         return ""
-    return (f"; shards of {len(others)} other feature set{'s' * (len(others) != 1)} are there, "
+    return (f"; shards of {len(sets)} other feature set{'s' * (len(sets) != 1)} are there, "
             "made with other settings or before the photos changed")
+
+
+def _differences(theirs: dict, ours: dict,
+                 none: str = "other photos, labels or shard place") -> str:
+    """The settings in which two cache identities differ, as "seed 2, not 1"."""
+    changed = [f"{name} {theirs.get(name)!r}, not {ours.get(name)!r}"
+               for name in sorted(set(theirs) | set(ours)) if theirs.get(name) != ours.get(name)]
+    return ", ".join(changed) if changed else none
 
 
 def _check_identity(info: dict, key: str, spec, shard: Shard, again: str) -> None:
     if info.get("key") == key and (info.get("shard"), info.get("shards")) == (shard.index,
                                                                               shard.count):
         return
-    theirs, ours = info.get("spec") or {}, spec.cache_identity()
-    changed = [f"{name} {theirs.get(name)!r}, not {ours.get(name)!r}"
-               for name in sorted(set(theirs) | set(ours)) if theirs.get(name) != ours.get(name)]
-    why = ", ".join(changed) if changed else "other photos, labels or shard place"
+    why = _differences(info.get("spec") or {}, spec.cache_identity())
     raise ShardError(f"Shard {shard} was made for other features (key {info.get('key')}, not "
                      f"{key}: {why}): {again}.")
 
