@@ -170,6 +170,8 @@ def test_cli_shards_from_tf_config_into_a_shared_folder_then_merges(manifest, wo
     np.testing.assert_array_equal(np.load(f"{merged['folder']}/features.npy"),
                                   np.load(f"{whole['folder']}/features.npy"))
 
+    code, error = run("--shard", "0/2", "--merge")
+    assert code == 1 and error.count("\n") == 1 and "two steps" in error
     code, error = run("--shard", "auto")
     assert code == 1 and error.count("\n") == 1 and "TF_CONFIG, which is not set" in error
     code, error = run("--merge", "--split", "test", "--shard-folder", str(shared))

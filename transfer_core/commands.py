@@ -160,7 +160,7 @@ class Extract:
         spec = FeatureSpec(args.backbone, args.weights, args.image_size, args.preprocessing,
                            args.seed, precision=chosen["precision"])
         cache = FeatureCache(workspace(args))
-        if args.shard or args.merge:
+        if args.shard or args.merge or args.shard_folder:
             return _sharded_extract(args, manifest, spec, cache)
         result = cache.extract(manifest, args.split, spec, args.batch_size,
                                progress=progress_printer(f"extracting {args.split}"))
@@ -177,9 +177,9 @@ class Extract:
 def _sharded_extract(args, manifest, spec, cache):
     from .shards import ShardError, extract_shard, merge_shards, parse_shard
 
-    if args.shard and args.merge:
+    if bool(args.shard) == args.merge:
         raise ShardError("--shard and --merge are two steps: run each worker's --shard, then "
-                         "--merge once they have all finished.")
+                         "--merge once they have all finished (--shard-folder goes with one).")
     if args.merge:
         result = merge_shards(cache, manifest, args.split, spec, args.shard_folder)
         how = "already cached" if result.hit else f"merged in {result.seconds:.2f} s"

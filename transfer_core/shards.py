@@ -196,9 +196,9 @@ def merge_shards(cache, manifest, split: str, spec, folder=None):
             for start in range(0, len(reader), MERGE_ROWS):
                 out.append(reader.range(start, start + MERGE_ROWS))
         # The extraction's own speed, summed over the shards: images per process-second.
-        return ExtractionSpeed(len(paths), sum(i["seconds"] for i in infos),
-                               sum(i["first_batch_images"] for i in infos),
-                               sum(i["first_batch_seconds"] for i in infos))
+        return ExtractionSpeed(len(paths), *(sum(float(i.get(name) or 0) for i in infos)
+                                             for name in ("seconds", "first_batch_images",
+                                                          "first_batch_seconds")))
 
     merged = cache._compute(key, paths, labels, spec, shape, compute, None)
     if folder.resolve() == cache.root.resolve():
