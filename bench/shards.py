@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--image-size", default="160")
     parser.add_argument("--batch-size", default="32")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (in /tmp)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shards-bench-"))
@@ -104,7 +106,9 @@ def main() -> None:
         "one_process": one, "sharded": sharded, "merge": merge,
         "sharded_plus_merge_wall": round(sharded["wall_seconds"] + merge["wall_seconds"], 2),
         "merged_file_identical": files[0].read_bytes() == files[1].read_bytes(),
-        "load_average": load, "folder": str(root)}, indent=1))
+        "load_average": load, "folder": str(root) if args.keep else None}, indent=1))
+    if not args.keep:
+        shutil.rmtree(root)  # two copies of the features: hundreds of MB
 
 
 def _cpu_name() -> str:
