@@ -217,7 +217,7 @@ def _checked_shards(folder: Path, key: str, spec, images: int) -> list[tuple[Pat
     for index in range(count):
         shard = Shard(index, count)
         npy, meta = shard_files(folder, key, shard)
-        again = f"extract it again (--shard {shard}) with the same settings, then merge"
+        again = f"run extract --shard {shard} with the same settings, then merge again"
         try:
             info = read_json_object(meta)
         except DamagedFile as exc:
