@@ -133,6 +133,16 @@ class Extract:
         parser.add_argument("--seed", type=int, default=d.seed,
                             help="random initialisation with --weights none")
         _precision_argument(parser)
+        parser.add_argument("--shard", nargs="?", const="auto", default=None,
+                            help="compute only shard I/N of the split (I from 0), whole batches "
+                                 "of --batch-size, into --shard-folder; no value or auto: this "
+                                 "worker's index and the number of workers in TF_CONFIG")
+        parser.add_argument("--merge", action="store_true",
+                            help="write the split's cache entry from every shard in "
+                                 "--shard-folder (an error if one is missing or does not fit)")
+        parser.add_argument("--shard-folder", type=path_argument, default=None,
+                            help="where --shard writes and --merge reads (default: the "
+                                 "workspace's feature cache); for a cluster, a shared folder")
 
     @staticmethod
     def run(args):
@@ -150,6 +160,8 @@ class Extract:
         spec = FeatureSpec(args.backbone, args.weights, args.image_size, args.preprocessing,
                            args.seed, precision=chosen["precision"])
         cache = FeatureCache(workspace(args))
+        if args.shard or args.merge or args.shard_folder:
+            return _sharded_extract(args, manifest, spec, cache)
         result = cache.extract(manifest, args.split, spec, args.batch_size,
                                progress=progress_printer(f"extracting {args.split}"))
         summary = {**result.summary(), "split": args.split, "spec": spec.resolved().__dict__,
@@ -160,6 +172,28 @@ class Extract:
                 f"{result.seconds:.2f} s{rate}, {chosen['precision']} ({chosen['reason']})"
                 f"\n  {result.folder}")
         return summary, text
+
+
+def _sharded_extract(args, manifest, spec, cache):
+    from .shards import ShardError, extract_shard, merge_shards, parse_shard
+
+    if bool(args.shard) == args.merge:
+        raise ShardError("--shard and --merge are two steps: run each worker's --shard, then "
+                         "--merge once they have all finished (--shard-folder goes with one).")
+    if args.merge:
+        result = merge_shards(cache, manifest, args.split, spec, args.shard_folder)
+        how = "already cached" if result.hit else f"merged in {result.seconds:.2f} s"
+        return ({**result.summary(), "split": args.split},
+                f"{args.split}: {len(result.labels)} images, {how}\n  {result.folder}")
+    shard = parse_shard(args.shard)
+    result = extract_shard(cache, manifest, args.split, spec, shard, args.batch_size,
+                           args.shard_folder,
+                           progress_printer(f"extracting {args.split}, shard {shard}"))
+    rows = f"rows {result.rows.start} to {result.rows.stop - 1}"
+    text = (f"{args.split}: nothing to do, the merged features are cached" if result.cached
+            else f"{args.split} shard {shard}: {rows} in {result.seconds:.2f} s "
+                 f"({result.images_per_second:.1f} images/s)\n  {result.path}")
+    return {**result.summary(), "split": args.split}, text
 
 
 def _precision_argument(parser):
