@@ -4,6 +4,7 @@ that the chapter's presets keep the chapter's settings."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import make_folder_dataset
 from transfer_core.cli import build_parser
 from transfer_core.commands import _train_config
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
+from transfer_core.export import export_run
 from transfer_core.predict import Predictor, load_run_model
 from transfer_core.recommend import (HEADS, PATIENCE, SCREEN_EPOCHS, _BehindAtEqualEpochs,
                                      default_settings, head_settings, lr_range_test,
@@ -195,7 +197,7 @@ def test_where_the_hidden_layer_overfits_the_search_picks_the_linear_head():
     assert any("Weight decay: C = " in line for line in recommendation_lines(found))
 
 
-def test_a_linear_standardized_head_trains_saves_and_predicts(colours):
+def test_a_linear_standardized_head_trains_saves_predicts_and_exports(colours, tmp_path):
     workspace, manifest = colours
     config = TrainConfig(manifest=str(manifest), backbone="vgg16", weights="none",
                          image_size=32, batch_size=4, epochs=3, learning_rate=1e-2,
@@ -214,3 +216,8 @@ def test_a_linear_standardized_head_trains_saves_and_predicts(colours):
     results = Predictor(run, ood=False).predict(
         [p for p in load_manifest(manifest).files("test")[0]])
     assert len(results) == 12 and all(r["label"] in ("red", "green", "blue") for r in results)
+    # The export rebuilds the model from its layers and checks its labels against the app's
+    # (ExportError otherwise), here with the standardizing layer inside the head.
+    exported = export_run(run, ["keras", "tflite"], tmp_path, parity_images=4,
+                          representative_images=4)
+    assert Path(exported["zip"]).exists()
