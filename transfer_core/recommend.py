@@ -39,7 +39,11 @@ SETTINGS = ("chapter", "recommended")
 HEADS = ("linear", "avg", "flatten")
 LR_STEPS, LR_START, LR_END = 100, 1e-7, 1.0
 PATIENCE, MAX_EPOCHS = 5, 50
-SCREEN_EPOCHS = 3  # the flatten head's fit runs at least this long (see _BehindAtEqualEpochs)
+# A head fitted after another runs at least this many epochs (see _BehindAtEqualEpochs); the
+# flatten head, whose epoch costs h × w times more, is judged sooner, as successive halving
+# gives dearer arms smaller budgets: with 1,000 photos its range test and 3 epochs took 12 of
+# the search's 21 s CPU (docs/BENCHMARKS.md, round 4). Last fitted, it can only lose by this.
+SCREEN_EPOCHS, FLATTEN_SCREEN_EPOCHS = 3, 2
 STEPS_PER_EXECUTION = 32
 VALIDATION_BATCH = 256  # validation only evaluates: large batches, the same loss
 SMOOTHING = 0.9  # the exponential moving average of the loss, debiased (as fastai)
@@ -49,7 +53,8 @@ RULES = {
     "learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to {LR_END:g}: {RULE}",
     "head": "the lowest validation cross-entropy (without weight decay's penalty) at each "
             "head's best epoch; each head after the first stops from epoch "
-            f"{SCREEN_EPOCHS} on once its best is above the best head's over as many epochs",
+            f"{SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) once its best is above "
+            "the best head's over as many epochs",
     "weight_decay": "the linear head's: 1 / (2 C N), C chosen on validation as the logistic "
                     "regression's (accuracy, ties by log loss)",
     "epochs": f"the chosen head's best epoch + the patience ({PATIENCE}); early stopping on "
@@ -196,7 +201,8 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
     # Keras' per-call overhead. The batches, their order and so the weights stay the same.
     compile_model(head_model, num_classes, found["chosen"], jit_compile=False,
                   steps_per_execution=STEPS_PER_EXECUTION)
-    scores = _BehindAtEqualEpochs(rival and rival["val_losses"], SCREEN_EPOCHS)
+    after = FLATTEN_SCREEN_EPOCHS if config.pooling == "flatten" else SCREEN_EPOCHS
+    scores = _BehindAtEqualEpochs(rival and rival["val_losses"], after)
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE), scores]
     data = ViewBank(*train, 1, config.batch_size, config.seed)
     checks = FeatureBatches(*validation, VALIDATION_BATCH,
