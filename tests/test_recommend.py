@@ -221,3 +221,20 @@ def test_a_linear_standardized_head_trains_saves_predicts_and_exports(colours, t
     exported = export_run(run, ["keras", "tflite"], tmp_path, parity_images=4,
                           representative_images=4)
     assert Path(exported["zip"]).exists()
+
+
+def test_a_search_recorded_before_the_linear_head_still_reads():
+    # A round-3 run's config.json: two inputs, no "head", no weight decay, its own rule keys
+    tried = {"pooling": "avg", "learning_rate": 2.8e-4, "best_epoch": 17, "epochs_run": 22,
+             "val_loss": 0.91, "val_accuracy": 0.65, "stopped_behind": None,
+             "range_test": {"rates": [1e-5, 1e-4, 1e-3], "losses": [1.6, 1.2, 1.5]}}
+    old = {"tried": [{**tried, "pooling": "flatten", "stopped_behind": 3}, tried],
+           "chosen": {"pooling": "avg", "learning_rate": 2.8e-4, "epochs": 22,
+                      "early_stopping_patience": 5, "monitor": "val_loss"},
+           "rule": {"learning_rate": "range test", "pooling": "the lower loss",
+                    "epochs": "best + 5"}, "seconds": 12.0}
+    lines = recommendation_lines(old)
+    assert lines[0].startswith("flatten → Dense 256: rate 2.8e-04")
+    assert "stopped after 3" in lines[0]
+    assert lines[-1].startswith("Chosen: avg → Dense 256 at 2.8e-04 for at most 22 epochs")
+    assert len(range_test_figure(old).data) == 4
