@@ -10,18 +10,22 @@ Three heads (HEADS) each get their own test, then train at their rate with early
 (patience PATIENCE on the validation loss, at most MAX_EPOCHS): a linear head on the averaged,
 standardized features with weight decay chosen as the logistic regression's C is (on small
 sets the chapter's hidden layer overfits where a logistic regression does not), and the
-chapter's hidden layer on the averaged or the flattened features. The head with the lowest
-validation cross-entropy at its best epoch wins (a proper score, which moves smoothly where
-accuracy on a validation split of 40 photos moves in 2.5-point steps), and its best epoch sets
-the run's epochs. The cheap heads go first, on features averaged once; each later fit stops as
-soon as it is behind the best so far at equal epochs (successive halving). Class weights, when
-set, weigh every step and the validation loss.
+chapter's hidden layer on the averaged or the flattened features. The head with the highest
+validation accuracy at its best epoch wins, ties going to the lower validation cross-entropy:
+accuracy is what the user reads and what the logistic regression's C is chosen on, and the
+cross-entropy misjudged a strongly decayed linear head, accurate but underconfident
+(docs/BENCHMARKS.md, round 4). Its best epoch sets the run's epochs. The cheap heads go first,
+on features averaged once; each later fit stops as soon as its validation loss is behind the
+best head's at equal epochs (successive halving; the loss, smooth, where accuracy on a
+validation split of 40 photos moves in 2.5-point steps). Class weights, when set, weigh every
+step and the validation loss.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import keras
@@ -51,10 +55,10 @@ DIVERGED = 4.0  # stop the range test once the smoothed loss is this many times 
 RULE = "a tenth of the rate with the lowest smoothed loss"
 RULES = {
     "learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to {LR_END:g}: {RULE}",
-    "head": "the lowest validation cross-entropy (without weight decay's penalty) at each "
-            "head's best epoch; each head after the first stops from epoch "
-            f"{SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) once its best is above "
-            "the best head's over as many epochs",
+    "head": "the highest validation accuracy at each head's best epoch, ties by the lower "
+            "validation cross-entropy (without weight decay's penalty); each head after the "
+            f"first stops from epoch {SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) "
+            "once its best cross-entropy is above the best head's over as many epochs",
     "weight_decay": "the linear head's: 1 / (2 C N), C chosen on validation as the logistic "
                     "regression's (accuracy, ties by log loss)",
     "epochs": f"the chosen head's best epoch + the patience ({PATIENCE}); early stopping on "
@@ -172,31 +176,41 @@ def choose_weight_decay(train: tuple, validation: tuple, seed: int) -> dict:
             "cpu_seconds": round(time.process_time() - started, 2)}
 
 
-def try_head(head: str, config: TrainConfig, train, validation, num_classes: int,
-             rival: dict | None = None) -> dict:
-    """One candidate head (`config` holds its settings, head_settings): its range test, then
-    training at the chosen rate with early stopping on the validation loss (and, with a
-    `rival` already tried, the stop of _BehindAtEqualEpochs). `train` and `validation` are
-    what its input reads (search_inputs); the flatten features are read in batches,
-    shuffled each epoch (a one-view ViewBank): never in memory whole."""
-    from .training import ViewBank  # training imports this module
+def _fresh_head(config: TrainConfig, x, num_classes: int) -> keras.Model:
+    """A candidate head as seeded (the same weights whenever it is built), standardizer
+    adapted on the features it reads."""
+    keras.utils.set_random_seed(config.seed)
+    model = build_head(x.shape[1:], num_classes, config)
+    adapt_standardizer(model, x.reshape(len(x), -1) if config.standardize else None)
+    return model
 
-    started, x = time.process_time(), train[0]
-    weights = class_weights(train[1], num_classes, config.class_weight)
 
-    def fresh_head():
-        keras.utils.set_random_seed(config.seed)
-        model = build_head(x.shape[1:], num_classes, config)
-        adapt_standardizer(model, x.reshape(len(x), -1) if config.standardize else None)
-        return model
-
-    head_model = fresh_head()
+def head_range_test(config: TrainConfig, train, num_classes: int) -> dict:
+    """The range test of the head `config` describes, on what it reads (`train`), with the
+    process CPU time it took (another thread's too, while one runs)."""
+    started = time.process_time()
+    model = _fresh_head(config, train[0], num_classes)
     # No XLA: on these short fits its compile time outweighed the speed (flatten head, 120
     # photos, 20 epochs: 22.8 s with, 14.5 s without, on the shared 2-core EPYC).
-    compile_model(head_model, num_classes, LR_START, jit_compile=False)
-    found = lr_range_test(head_model, *train, config.batch_size, seed=config.seed,
-                          class_weight=weights)
-    head_model = fresh_head()
+    compile_model(model, num_classes, LR_START, jit_compile=False)
+    found = lr_range_test(model, *train, config.batch_size, seed=config.seed,
+                          class_weight=class_weights(train[1], num_classes, config.class_weight))
+    return {**found, "cpu_seconds": time.process_time() - started}
+
+
+def try_head(head: str, config: TrainConfig, train, validation, num_classes: int,
+             rival: dict | None = None, found: dict | None = None) -> dict:
+    """One candidate head (`config` holds its settings, head_settings): its range test (or
+    `found`, one already run), then training at the chosen rate with early stopping on the
+    validation loss (and, with a `rival` already tried, the stop of _BehindAtEqualEpochs).
+    `train` and `validation` are what its input reads (search_inputs); the flatten features
+    are read in batches, shuffled each epoch (a one-view ViewBank): never in memory whole."""
+    from .training import ViewBank  # training imports this module
+
+    weights = class_weights(train[1], num_classes, config.class_weight)
+    found = found or head_range_test(config, train, num_classes)
+    started = time.process_time() - found["cpu_seconds"]  # the head's range test and fit
+    head_model = _fresh_head(config, train[0], num_classes)
     # Several batches per call of the compiled step: a small head's step is shorter than
     # Keras' per-call overhead. The batches, their order and so the weights stay the same.
     compile_model(head_model, num_classes, found["chosen"], jit_compile=False,
@@ -223,26 +237,41 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
             "class_weight": weights and {str(k): w for k, w in weights.items()}}  # JSON's keys
 
 
+def _rank(tried: dict) -> tuple[float, float]:
+    """The better head first: higher validation accuracy, then lower cross-entropy."""
+    return -tried["val_accuracy"], tried["val_loss"]
+
+
 def search(config: TrainConfig, train, validation, num_classes: int, screen: bool = True
            ) -> dict:
     """What was tried and what was chosen, from (features, labels) of train and validation.
     The heads are fitted cheapest first (HEADS); each later one stops as soon as it is behind
     the best so far at equal epochs (SCREEN_EPOCHS on), unless `screen` is False (every fit
-    runs to early stopping: how bench/ checks the screen). The head with the lowest
-    validation cross-entropy at its best epoch is chosen."""
+    runs to early stopping: how bench/ checks the screen). The head with the highest
+    validation accuracy at its best epoch is chosen (_rank)."""
     started, cpu = time.perf_counter(), time.process_time()
     train = (train[0], _labels(train[1], num_classes))  # features stay on disk, if cached
     validation = (validation[0], _labels(validation[1], num_classes))
     averaged = [(search_inputs("avg", split[0]), split[1]) for split in (train, validation)]
-    decay = choose_weight_decay(*[(x.reshape(len(x), -1), y) for x, y in averaged],
-                                seed=config.seed)
+    inputs = {"avg": averaged, "flatten": (train, validation)}
+    configs = {head: replace(config, **head_settings(head, config, 0.0)) for head in HEADS}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # scikit-learn's C choice runs beside the hidden-layer heads' range tests, which do not
+        # need it: their small steps leave part of the 2 cores idle (1,000 photos: 1.6-1.9 s
+        # CPU hidden). Every model is seeded when built: the order changes no result.
+        pending = pool.submit(choose_weight_decay,
+                              *[(x.reshape(len(x), -1), y) for x, y in averaged], config.seed)
+        ranges = {head: head_range_test(configs[head], inputs[configs[head].pooling][0],
+                                        num_classes) for head in HEADS if head != "linear"}
+        decay = pending.result()
+    configs["linear"] = replace(config, **head_settings("linear", config,
+                                                        decay["weight_decay"]))
     tried = []
     for head in HEADS:
-        settings = head_settings(head, config, decay["weight_decay"])
-        inputs = averaged if settings["pooling"] == "avg" else (train, validation)
-        rival = min(tried, key=lambda t: t["val_loss"]) if screen and tried else None
-        tried.append(try_head(head, replace(config, **settings), *inputs, num_classes, rival))
-    chosen = min(tried, key=lambda t: t["val_loss"])
+        rival = min(tried, key=_rank) if screen and tried else None
+        tried.append(try_head(head, configs[head], *inputs[configs[head].pooling], num_classes,
+                              rival, ranges.get(head)))
+    chosen = min(tried, key=_rank)
     return {"tried": tried, "weight_decay": decay, "chosen": {
         **head_settings(chosen["head"], config, decay["weight_decay"]),
         "learning_rate": chosen["learning_rate"],
