@@ -22,7 +22,7 @@ from transfer_core.recommend import (HEADS, PATIENCE, SCREEN_EPOCHS, _BehindAtEq
                                      try_head)
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import read_json
-from transfer_core.strategies import compile_model
+from transfer_core.strategies import adapt_standardizer, build_head, compile_model
 from transfer_core.training import train
 
 
@@ -240,3 +240,13 @@ def test_a_search_recorded_before_the_linear_head_still_reads():
     assert "stopped after 3" in lines[0]
     assert lines[-1].startswith("Chosen: avg → Dense 256 at 2.8e-04 for at most 22 epochs")
     assert len(range_test_figure(old).data) == 4
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_the_standardized_head():
+    config = TrainConfig(manifest="m.json", pooling="avg", dense_units=0, standardize=True)
+    head = build_head((1, 1, 3), 2, config)
+    train_features = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]], "float32")  # feature 1: 0
+    adapt_standardizer(head, train_features)
+    layer = head.get_layer("standardize")
+    lit = layer(np.array([[2.0, 1.0, 3.0]], "float32"))  # a photo that lights feature 1
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(lit), [[0.0, 1.0, 0.0]], atol=1e-6)

@@ -79,8 +79,16 @@ def build_head(feature_shape, num_classes: int, config: TrainConfig) -> keras.Mo
 def adapt_standardizer(head: keras.Model, pooled_features: np.ndarray) -> None:
     """Set a standardizing head's means and variances from the training split's averaged
     features (N, C); a head without one is left as it is."""
-    if any(layer.name == "standardize" for layer in head.layers):
-        head.get_layer("standardize").adapt(pooled_features)
+    if not any(layer.name == "standardize" for layer in head.layers):
+        return
+    layer = head.get_layer("standardize")
+    layer.adapt(pooled_features)
+    # A feature constant on the training split (a channel no training photo lights) would be
+    # divided by Keras' epsilon, 1e-7, and blow up on a photo that lights it: scale it by 1,
+    # as scikit-learn's StandardScaler does.
+    variance = keras.ops.convert_to_numpy(layer.adapt_variance)
+    layer.adapt_variance.assign(np.where(variance > 1e-12, variance, 1.0))
+    layer.finalize_state()
 
 
 def build_base_for(config: TrainConfig) -> keras.Model:
