@@ -203,11 +203,12 @@ def settings_input(manifest, last: dict) -> str:
     reason = why if choice == default else "chosen here"
     if choice == "recommended":
         st.caption(f"In use: recommended ({reason}). When the run starts, it measures on the "
-                   "training and validation splits only: the head input (flatten or average "
-                   "pooling), the learning rate (a range test: a tenth of the rate with the "
-                   f"lowest loss) and the epochs (early stopping, patience {PATIENCE}). The "
-                   "Curves page shows what it tried. Epochs, learning rate and head input "
-                   "below are replaced.")
+                   "training and validation splits only: the head (linear on standardized "
+                   "average pooling, weight decay chosen as a logistic regression's, or the "
+                   "chapter's Dense 256 on average pooling or flatten), the learning rate (a "
+                   "range test: a tenth of the rate with the lowest loss) and the epochs "
+                   f"(early stopping, patience {PATIENCE}). The Curves page shows what it "
+                   "tried. Epochs, learning rate and head input below are replaced.")
     else:
         st.caption(f"In use: the chapter's settings ({reason}): Flatten → Dense 256, RMSprop "
                    "at 2e-5, 30 epochs, batch 20, tuned for VGG16 on 4,000 photos.")

@@ -97,17 +97,32 @@ def one(workspace: Path, manifest: Path, settings: str, seed: int, size: int,
     search = run.config.recommendation
     return {"accuracy": accuracy, "seconds": seconds, "search_seconds": search.get("seconds"),
             "search_cpu": search.get("cpu_seconds"), "chosen": search.get("chosen"),
-            "run": run}
+            "tried": tried_text(search), "run": run}
+
+
+def chosen_head(chosen: dict) -> str:
+    return "linear" if chosen["dense_units"] == 0 else chosen["pooling"]
+
+
+def tried_text(search: dict) -> str:
+    """Each head tried: validation cross-entropy and accuracy at its best epoch, epochs."""
+    if not search:
+        return ""
+    heads = [f"{t['head']} {t['val_loss']:.3f}/{100 * t['val_accuracy']:.1f}% "
+             f"({t['best_epoch']}/{t['epochs_run']} ep, {t['cpu_seconds']:.1f} s CPU)"
+             for t in search["tried"]]
+    decay = search["weight_decay"]
+    return "; ".join(heads) + f"; C {decay['C']:g} ({decay['cpu_seconds']:.1f} s CPU)"
 
 
 def unscreened_choice(run: Run, workspace: Path) -> str:
-    """The pooling the search would choose with both fits run to early stopping."""
+    """The head the search would choose with every fit run to early stopping."""
     manifest, cache = load_manifest(run.config.manifest), FeatureCache(workspace)
     train_set, validation = (cache.extract(manifest, name, feature_spec(run.config))
                              for name in ("train", "validation"))
     found = search(run.config, (train_set.features, train_set.labels),
                    (validation.features, validation.labels), len(manifest.classes), screen=False)
-    return found["chosen"]["pooling"]
+    return chosen_head(found["chosen"])
 
 
 def measure(name: str, workspace: Path, manifest: Path, seed: int, size: int,
@@ -128,8 +143,9 @@ def measure(name: str, workspace: Path, manifest: Path, seed: int, size: int,
           f"{100 * row['recommended']:.1f}%, logistic {100 * row['logistic']:.1f}% "
           f"(test {row['test_images']}); search {row['search_s']:.1f} s "
           f"({row['search_cpu']:.1f} s CPU), runs {row['chapter_train_s']:.0f} s / "
-          f"{row['recommended_train_s']:.0f} s, logistic fit {row['logistic_s']:.1f} s; chosen "
-          f"{row['chosen']}, unscreened search: {row['unscreened']}; load "
+          f"{row['recommended_train_s']:.0f} s, logistic fit {row['logistic_s']:.1f} s "
+          f"(C {logistic['C']:g}); chosen {row['chosen']}; tried {recommended['tried']}; "
+          f"unscreened search: {row['unscreened']}; load "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     return row
 
@@ -145,8 +161,8 @@ def summary(name: str, rows: list[dict]) -> None:
         m = paired_comparison([r[a] for r in rows], [r[b] for r in rows]).difference
         return f"{100 * m.mean:+.1f} ({100 * m.low:+.1f} to {100 * m.high:+.1f})"
 
-    chosen = ", ".join(sorted({r["chosen"]["pooling"] for r in rows}))
-    agree = sum(r["chosen"]["pooling"] == r["unscreened"] for r in rows)
+    chosen = ", ".join(sorted({chosen_head(r["chosen"]) for r in rows}))
+    agree = sum(chosen_head(r["chosen"]) == r["unscreened"] for r in rows)
     print(f"== {name}, {len(rows)} seed(s), {rows[0]['test_images']} test photos", flush=True)
     print(f"| {name} | {cell('chapter')} | {cell('recommended')} | {cell('logistic')} | "
           f"{difference('recommended', 'chapter')} | {difference('recommended', 'logistic')} | "

@@ -59,8 +59,10 @@ def timed(module, config, train, validation) -> dict:
     found = module.search(config, train, validation, 2)
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
             "chosen": found["chosen"],
-            "tried": [(t["pooling"], round(t["val_loss"], 4), t["best_epoch"], t["epochs_run"],
-                       t.get("stopped_behind")) for t in found["tried"]]}
+            "tried": [(t.get("head", t["pooling"]), round(t["val_loss"], 4), t["best_epoch"],
+                       t["epochs_run"], t.get("stopped_behind"), t.get("cpu_seconds"))
+                      for t in found["tried"]],
+            "weight_decay": found.get("weight_decay", {}).get("cpu_seconds")}
 
 
 def main():
@@ -86,7 +88,8 @@ def main():
             result = timed(module, config, train, validation)
             times[name].append(result)
             print(f"{name} #{i + 1}: {result['wall']:.1f} s wall, {result['cpu']:.1f} s CPU; "
-                  f"tried {result['tried']}; chosen {result['chosen']}; load "
+                  f"tried {result['tried']} (head, val loss, best epoch, epochs, stopped, CPU s); "
+                  f"C choice {result['weight_decay']} s CPU; chosen {result['chosen']}; load "
                   f"{os.getloadavg()[0]:.2f}", flush=True)
     for name, results in times.items():
         print(f"== {name}: median {np.median([r['wall'] for r in results]):.1f} s wall, "

@@ -4,6 +4,7 @@ that the chapter's presets keep the chapter's settings."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,12 +14,15 @@ from conftest import make_folder_dataset
 from transfer_core.cli import build_parser
 from transfer_core.commands import _train_config
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
-from transfer_core.recommend import (PATIENCE, SCREEN_EPOCHS, _BehindAtEqualEpochs,
-                                     default_settings, lr_range_test, range_test_figure,
-                                     recommendation_lines, try_pooling)
+from transfer_core.export import export_run
+from transfer_core.predict import Predictor, load_run_model
+from transfer_core.recommend import (HEADS, PATIENCE, SCREEN_EPOCHS, _BehindAtEqualEpochs,
+                                     default_settings, head_settings, lr_range_test,
+                                     range_test_figure, recommendation_lines, search,
+                                     try_head)
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import read_json
-from transfer_core.strategies import compile_model
+from transfer_core.strategies import adapt_standardizer, build_head, compile_model
 from transfer_core.training import train
 
 
@@ -78,9 +82,15 @@ def test_a_recommended_run_records_what_it_tried_and_chose(colours):
     assert train(run, workspace)["state"] == "finished"
     saved = read_json(run.folder / "config.json")
     found = saved["recommendation"]
-    assert [t["pooling"] for t in found["tried"]] == ["flatten", "avg"]
-    chosen = min(found["tried"], key=lambda t: t["val_loss"])
+    assert [t["head"] for t in found["tried"]] == list(HEADS)
+    # the most accurate on validation, ties to the lower loss
+    chosen = min(found["tried"], key=lambda t: (-t["val_accuracy"], t["val_loss"]))
     assert saved["pooling"] == chosen["pooling"] == found["chosen"]["pooling"]
+    assert saved["dense_units"] == chosen["dense_units"]
+    assert saved["standardize"] == chosen["standardize"] == (chosen["head"] == "linear")
+    linear = found["tried"][0]  # its weight decay from the C chosen on validation
+    n_train = 12 * 3  # 12 training photos of each of the three colours
+    assert linear["weight_decay"] == pytest.approx(1 / (2 * found["weight_decay"]["C"] * n_train))
     assert saved["learning_rate"] == chosen["learning_rate"] != TrainConfig.learning_rate
     assert saved["early_stopping_patience"] == PATIENCE
     assert saved["epochs"] == chosen["best_epoch"] + PATIENCE
@@ -92,7 +102,7 @@ def test_a_recommended_run_records_what_it_tried_and_chose(colours):
     figure = range_test_figure(found)  # the Curves page's: each curve and its chosen point
     stars = [t for t in figure.data if t.mode == "markers"]
     assert [s.x[0] for s in stars] == [t["learning_rate"] for t in found["tried"]]
-    assert f"Chosen: {saved['pooling']}" in recommendation_lines(found)[-1]
+    assert recommendation_lines(found)[-1].startswith("Chosen: ")
 
 
 def test_the_chapters_presets_default_to_the_chapters_settings(tmp_path):
@@ -153,9 +163,90 @@ def test_the_search_honours_class_weights():
     y = (np.arange(100) % 10 == 0).astype("float32")
     x = (rng.normal(0, 1, (100, 2, 2, 4)) + 1.5 * y[:, None, None, None]).astype("float32")
     config = TrainConfig(manifest="m.json", batch_size=10)
-    plain, weighted = (try_pooling("avg", replace(config, class_weight=mode), (x[:60], y[:60]),
-                                   (x[60:], y[60:]), 2) for mode in ("none", "balanced"))
+    config = replace(config, **head_settings("avg", config, 0.0))
+    plain, weighted = (try_head("avg", replace(config, class_weight=mode), (x[:60], y[:60]),
+                                (x[60:], y[60:]), 2) for mode in ("none", "balanced"))
     assert plain["class_weight"] is None
     assert weighted["class_weight"] == {"0": pytest.approx(60 / 108), "1": pytest.approx(5)}
     assert weighted["range_test"]["losses"][:3] != plain["range_test"]["losses"][:3]
     assert weighted["val_losses"][0] != pytest.approx(plain["val_losses"][0])
+
+
+def few_photos_many_features(seed, n_train=40, n_validation=400, dims=256, informative=8):
+    """Averaged features as a conv base gives them (positive, far from standardized): 40
+    photos, 256 features of which 8 carry a linear signal. The chapter's Dense 256 can learn
+    the 40 photos by heart; a logistic regression cannot."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n_train + n_validation)
+    x = rng.normal(0, 1, (len(y), 1, 1, dims))
+    x[..., :informative] += 0.8 * (2 * y - 1)[:, None, None, None]
+    x = (3 + 2 * x).astype("float32")
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def test_where_the_hidden_layer_overfits_the_search_picks_the_linear_head():
+    train_set, validation = few_photos_many_features(seed=1)
+    found = search(TrainConfig(manifest="m.json", batch_size=10, seed=1), train_set,
+                   validation, 2)
+    linear, *hidden = found["tried"]
+    assert linear["head"] == "linear" and linear["standardize"] and linear["dense_units"] == 0
+    assert linear["val_loss"] < min(t["val_loss"] for t in hidden) - 0.1
+    assert linear["val_accuracy"] > max(t["val_accuracy"] for t in hidden)
+    assert linear["val_accuracy"] > 0.75  # it learnt the signal, not just the prior
+    chosen = found["chosen"]
+    assert (chosen["dense_units"], chosen["standardize"], chosen["pooling"]) == (0, True, "avg")
+    assert chosen["weight_decay"] == linear["weight_decay"] > 0
+    assert any("Weight decay: C = " in line for line in recommendation_lines(found))
+
+
+def test_a_linear_standardized_head_trains_saves_predicts_and_exports(colours, tmp_path):
+    workspace, manifest = colours
+    config = TrainConfig(manifest=str(manifest), backbone="vgg16", weights="none",
+                         image_size=32, batch_size=4, epochs=3, learning_rate=1e-2,
+                         pooling="avg", dense_units=0, dropout=0.0, standardize=True,
+                         weight_decay=1e-3)
+    run = Run.create(workspace, config, "linear")
+    assert train(run, workspace)["state"] == "finished"
+    saved = read_json(run.folder / "config.json")
+    assert (saved["dense_units"], saved["standardize"], saved["weight_decay"]) == (0, True, 1e-3)
+    head = load_run_model(run).get_layer("head")
+    assert [layer.name for layer in head.layers] == ["avg_pool", "standardize", "dropout",
+                                                     "predictions"]
+    # Standardized on the training split's averaged features: their means, not zeros
+    means = np.asarray(head.get_layer("standardize").mean).ravel()
+    assert np.abs(means).max() > 0
+    results = Predictor(run, ood=False).predict(
+        [p for p in load_manifest(manifest).files("test")[0]])
+    assert len(results) == 12 and all(r["label"] in ("red", "green", "blue") for r in results)
+    # The export rebuilds the model from its layers and checks its labels against the app's
+    # (ExportError otherwise), here with the standardizing layer inside the head.
+    exported = export_run(run, ["keras", "tflite"], tmp_path, parity_images=4,
+                          representative_images=4)
+    assert Path(exported["zip"]).exists()
+
+
+def test_a_search_recorded_before_the_linear_head_still_reads():
+    # A round-3 run's config.json: two inputs, no "head", no weight decay, its own rule keys
+    tried = {"pooling": "avg", "learning_rate": 2.8e-4, "best_epoch": 17, "epochs_run": 22,
+             "val_loss": 0.91, "val_accuracy": 0.65, "stopped_behind": None,
+             "range_test": {"rates": [1e-5, 1e-4, 1e-3], "losses": [1.6, 1.2, 1.5]}}
+    old = {"tried": [{**tried, "pooling": "flatten", "stopped_behind": 3}, tried],
+           "chosen": {"pooling": "avg", "learning_rate": 2.8e-4, "epochs": 22,
+                      "early_stopping_patience": 5, "monitor": "val_loss"},
+           "rule": {"learning_rate": "range test", "pooling": "the lower loss",
+                    "epochs": "best + 5"}, "seconds": 12.0}
+    lines = recommendation_lines(old)
+    assert lines[0].startswith("flatten → Dense 256: rate 2.8e-04")
+    assert "stopped after 3" in lines[0]
+    assert lines[-1].startswith("Chosen: avg → Dense 256 at 2.8e-04 for at most 22 epochs")
+    assert len(range_test_figure(old).data) == 4
+
+
+def test_a_feature_constant_in_training_does_not_blow_up_the_standardized_head():
+    config = TrainConfig(manifest="m.json", pooling="avg", dense_units=0, standardize=True)
+    head = build_head((1, 1, 3), 2, config)
+    train_features = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]], "float32")  # feature 1: 0
+    adapt_standardizer(head, train_features)
+    layer = head.get_layer("standardize")
+    lit = layer(np.array([[2.0, 1.0, 3.0]], "float32"))  # a photo that lights feature 1
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(lit), [[0.0, 1.0, 0.0]], atol=1e-6)

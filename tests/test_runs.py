@@ -28,7 +28,9 @@ from transfer_core.runs import Run, TrainConfig
     ("image_size", 16, "image_size must be between 32 and 1024"),
     ("preprocessing", "scale", "preprocessing must be backbone or rescale"),
     ("pooling", "max", "pooling must be flatten or avg"),
-    ("dense_units", 0, "dense_units must be at least 1"),
+    ("dense_units", -1, "dense_units must be at least 0"),
+    ("standardize", 1, "standardize must be bool"),
+    ("weight_decay", -1e-3, "weight_decay must be at least 0"),
     ("dropout", 1.0, "dropout must be in [0, 1)"),
     ("monitor", "accuracy", "monitor must be one of val_loss, val_accuracy"),
     ("early_stopping_patience", 0, "early_stopping_patience must be at least 1"),
@@ -38,6 +40,12 @@ def test_a_bad_setting_is_named_in_the_error(setting, value, words):
         TrainConfig(manifest="m.json", **{setting: value})
     assert words in str(error.value)
     assert repr(value) in str(error.value)  # and the value given
+
+
+def test_a_standardized_head_needs_averaged_features():
+    with pytest.raises(RunError, match="standardize must be off with pooling flatten"):
+        TrainConfig(manifest="m.json", standardize=True)  # the chapter's pooling: flatten
+    assert TrainConfig(manifest="m.json", standardize=True, pooling="avg").standardize is True
 
 
 def test_fine_tune_epochs_only_matter_for_fine_tuning():

@@ -296,7 +296,8 @@ def _run_settings_arguments(parser, data_required: bool = True):
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
     parser.add_argument("--settings", choices=["recommended", "chapter"], default=None,
-                        help="recommended: measure the head input, learning rate and epochs on "
+                        help="recommended: measure the head (linear or Dense 256, its input), "
+                             "learning rate and epochs on "
                              "the training and validation splits when the run starts (they "
                              "replace --pooling, --learning-rate, --epochs, --early-stopping); "
                              "default: chapter for the chapter's presets, else recommended")

@@ -1,24 +1,31 @@
-"""Settings found by measurement on the user's data ("Recommended for this dataset"): the head's
-input, its learning rate and its epoch count, from the cached features of the training and
+"""Settings found by measurement on the user's data ("Recommended for this dataset"): the head,
+its input, its learning rate and its epoch count, from the cached features of the training and
 validation splits only (the test split stays unseen).
 
 The learning rate comes from a learning-rate range test (L. Smith, "Cyclical Learning Rates",
 2017; fastai's `lr_find`): one short run of LR_STEPS batches whose rate grows exponentially
 from LR_START to LR_END, recording the smoothed loss; the rate chosen is a tenth of the one
 with the lowest loss (fastai's old rule: the minimum is already at the edge of divergence).
-Each head input (Flatten, global average pooling) gets its own test, then trains at its rate
-with early stopping (patience PATIENCE on the validation loss, at most MAX_EPOCHS); the input
-with the lower best validation loss wins, and its best epoch sets the run's epochs. Average
-pooling, cheap, goes first on features averaged once; the flatten head's fit, h × w times
-dearer, stops as soon as it is behind at equal epochs (successive halving); on every run
-measured an unscreened search chose the same (docs/BENCHMARKS.md). Class weights, when set,
-weigh every step and the validation loss.
+Three heads (HEADS) each get their own test, then train at their rate with early stopping
+(patience PATIENCE on the validation loss, at most MAX_EPOCHS): a linear head on the averaged,
+standardized features with weight decay chosen as the logistic regression's C is (on small
+sets the chapter's hidden layer overfits where a logistic regression does not), and the
+chapter's hidden layer on the averaged or the flattened features. The head with the highest
+validation accuracy at its best epoch wins, ties going to the lower validation cross-entropy:
+accuracy is what the user reads and what the logistic regression's C is chosen on, and the
+cross-entropy misjudged a strongly decayed linear head, accurate but underconfident
+(docs/BENCHMARKS.md, round 4). Its best epoch sets the run's epochs. The cheap heads go first,
+on features averaged once; each later fit stops as soon as its validation loss is behind the
+best head's at equal epochs (successive halving; the loss, smooth, where accuracy on a
+validation split of 40 photos moves in 2.5-point steps). Class weights, when set, weigh every
+step and the validation loss.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import keras
@@ -28,18 +35,34 @@ from .balance import class_weights
 from .errors import RunError
 from .feature_rows import FeatureBatches, RowReader, pooled
 from .runs import TrainConfig
-from .strategies import build_head, compile_model
+from .strategies import adapt_standardizer, build_head, compile_model
 
 SETTINGS = ("chapter", "recommended")
-POOLINGS = ("flatten", "avg")
+# Fitted in this order, cheapest first: a linear head on the averaged features, the chapter's
+# hidden layer on them, the chapter's hidden layer on the flattened maps (h × w times dearer).
+HEADS = ("linear", "avg", "flatten")
 LR_STEPS, LR_START, LR_END = 100, 1e-7, 1.0
 PATIENCE, MAX_EPOCHS = 5, 50
-SCREEN_EPOCHS = 3  # the flatten head's fit runs at least this long (see _BehindAtEqualEpochs)
+# A head fitted after another runs at least this many epochs (see _BehindAtEqualEpochs); the
+# flatten head, whose epoch costs h × w times more, is judged sooner, as successive halving
+# gives dearer arms smaller budgets: with 1,000 photos its range test and 3 epochs took 12 of
+# the search's 21 s CPU (docs/BENCHMARKS.md, round 4). Last fitted, it can only lose by this.
+SCREEN_EPOCHS, FLATTEN_SCREEN_EPOCHS = 3, 2
 STEPS_PER_EXECUTION = 32
 VALIDATION_BATCH = 256  # validation only evaluates: large batches, the same loss
 SMOOTHING = 0.9  # the exponential moving average of the loss, debiased (as fastai)
 DIVERGED = 4.0  # stop the range test once the smoothed loss is this many times its minimum
 RULE = "a tenth of the rate with the lowest smoothed loss"
+RULES = {
+    "learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to {LR_END:g}: {RULE}",
+    "head": "the highest validation accuracy at each head's best epoch, ties by the lower "
+            "validation cross-entropy (without weight decay's penalty); each head after the "
+            f"first stops from epoch {SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) "
+            "once its best cross-entropy is above the best head's over as many epochs",
+    "weight_decay": "the linear head's: 1 / (2 C N), C chosen on validation as the logistic "
+                    "regression's (accuracy, ties by log loss)",
+    "epochs": f"the chosen head's best epoch + the patience ({PATIENCE}); early stopping on "
+              "the validation loss keeps the best epoch"}
 
 
 def default_settings(manifest) -> tuple[str, str]:
@@ -104,18 +127,22 @@ def search_inputs(pooling: str, features) -> np.ndarray:
 
 
 class _BehindAtEqualEpochs(keras.callbacks.Callback):
-    """Successive halving's rule (Jamieson and Talwalkar, 2016) for two candidates: stop a fit
-    once, from epoch `after` on, its best validation loss so far is above the rival's best
+    """Each epoch's validation cross-entropy, the loss without weight decay's penalty (Keras
+    adds the penalty to val_loss; heads with and without decay are compared on the loss
+    itself), and successive halving's rule (Jamieson and Talwalkar, 2016): with `rival_losses`
+    given, stop the fit once, from epoch `after` on, its best so far is above the rival's best
     over the same number of epochs. The rival, already fitted, then keeps the lower loss."""
 
-    def __init__(self, rival_losses: list[float], after: int):
+    def __init__(self, rival_losses: list[float] | None, after: int):
         super().__init__()
         self.rival, self.after, self.losses, self.stopped_after = rival_losses, after, [], None
 
     def on_epoch_end(self, epoch, logs=None):
-        self.losses.append(float(logs["val_loss"]))
+        penalty = sum(float(loss) for loss in self.model.losses)  # at the weights just scored
+        self.losses.append(float(logs["val_loss"]) - penalty)
         done = len(self.losses)
-        if done >= self.after and min(self.losses) > min(self.rival[:done]):
+        if (self.rival is not None and done >= self.after
+                and min(self.losses) > min(self.rival[:done])):
             self.model.stop_training, self.stopped_after = True, done
 
 
@@ -124,77 +151,133 @@ def _validation_weights(y, weights):
                                                     "float32")
 
 
-def try_pooling(pooling: str, config: TrainConfig, train, validation, num_classes: int,
-                rival: dict | None = None) -> dict:
-    """One head input: its range test, then training at the chosen rate with early stopping
-    (and, with a `rival` already tried, the stop of _BehindAtEqualEpochs). The features are
-    read in batches, shuffled each epoch (a one-view ViewBank): never in memory whole."""
-    from .training import ViewBank  # training imports this module
+def head_settings(head: str, config: TrainConfig, weight_decay: float) -> dict:
+    """The settings each candidate head changes. "linear": average pooling → standardize →
+    output with `weight_decay`, no dropout (a logistic regression in the head); "avg" and
+    "flatten": the chapter's hidden layer and dropout on either input."""
+    if head == "linear":
+        return {"pooling": "avg", "dense_units": 0, "dropout": 0.0, "standardize": True,
+                "weight_decay": weight_decay}
+    return {"pooling": head, "dense_units": config.dense_units or TrainConfig.dense_units,
+            "dropout": config.dropout, "standardize": False, "weight_decay": 0.0}
 
-    config = replace(config, pooling=pooling)
-    x = search_inputs(pooling, train[0])
-    train = (x, train[1])
-    validation = (search_inputs(pooling, validation[0]), validation[1])
-    weights = class_weights(train[1], num_classes, config.class_weight)
+
+def choose_weight_decay(train: tuple, validation: tuple, seed: int) -> dict:
+    """The linear head's L2 factor as the logistic regression's C is chosen (baseline.py: the
+    C grid, by validation accuracy, ties by log loss), on the same averaged, standardized
+    features. scikit-learn minimises C · Σ loss + ½‖w‖², that is mean loss + ‖w‖² / (2 C N):
+    Keras' L2 factor is 1 / (2 C N)."""
+    from .baseline import fit_baseline  # scikit-learn: imported when a search runs
+
+    started = time.process_time()
+    model, tried = fit_baseline(train, validation, seed=seed)
+    c = float(model[-1].C)
+    return {"C": c, "weight_decay": 1 / (2 * c * len(train[1])), "tried": tried,
+            "cpu_seconds": round(time.process_time() - started, 2)}
+
+
+def _fresh_head(config: TrainConfig, x, num_classes: int) -> keras.Model:
+    """A candidate head as seeded (the same weights whenever it is built), standardizer
+    adapted on the features it reads."""
     keras.utils.set_random_seed(config.seed)
-    head = build_head(x.shape[1:], num_classes, config)
+    model = build_head(x.shape[1:], num_classes, config)
+    adapt_standardizer(model, x.reshape(len(x), -1) if config.standardize else None)
+    return model
+
+
+def head_range_test(config: TrainConfig, train, num_classes: int) -> dict:
+    """The range test of the head `config` describes, on what it reads (`train`), with the
+    process CPU time it took (another thread's too, while one runs)."""
+    started = time.process_time()
+    model = _fresh_head(config, train[0], num_classes)
     # No XLA: on these short fits its compile time outweighed the speed (flatten head, 120
     # photos, 20 epochs: 22.8 s with, 14.5 s without, on the shared 2-core EPYC).
-    compile_model(head, num_classes, LR_START, jit_compile=False)
-    found = lr_range_test(head, *train, config.batch_size, seed=config.seed,
-                          class_weight=weights)
-    keras.utils.set_random_seed(config.seed)
-    head = build_head(x.shape[1:], num_classes, config)
+    compile_model(model, num_classes, LR_START, jit_compile=False)
+    found = lr_range_test(model, *train, config.batch_size, seed=config.seed,
+                          class_weight=class_weights(train[1], num_classes, config.class_weight))
+    return {**found, "cpu_seconds": time.process_time() - started}
+
+
+def try_head(head: str, config: TrainConfig, train, validation, num_classes: int,
+             rival: dict | None = None, found: dict | None = None) -> dict:
+    """One candidate head (`config` holds its settings, head_settings): its range test (or
+    `found`, one already run), then training at the chosen rate with early stopping on the
+    validation loss (and, with a `rival` already tried, the stop of _BehindAtEqualEpochs).
+    `train` and `validation` are what its input reads (search_inputs); the flatten features
+    are read in batches, shuffled each epoch (a one-view ViewBank): never in memory whole."""
+    from .training import ViewBank  # training imports this module
+
+    weights = class_weights(train[1], num_classes, config.class_weight)
+    found = found or head_range_test(config, train, num_classes)
+    started = time.process_time() - found["cpu_seconds"]  # the head's range test and fit
+    head_model = _fresh_head(config, train[0], num_classes)
     # Several batches per call of the compiled step: a small head's step is shorter than
     # Keras' per-call overhead. The batches, their order and so the weights stay the same.
-    compile_model(head, num_classes, found["chosen"], jit_compile=False,
+    compile_model(head_model, num_classes, found["chosen"], jit_compile=False,
                   steps_per_execution=STEPS_PER_EXECUTION)
-    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE)]
-    if rival is not None:
-        callbacks.append(_BehindAtEqualEpochs(rival["val_losses"], SCREEN_EPOCHS))
+    after = FLATTEN_SCREEN_EPOCHS if config.pooling == "flatten" else SCREEN_EPOCHS
+    scores = _BehindAtEqualEpochs(rival and rival["val_losses"], after)
+    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE), scores]
     data = ViewBank(*train, 1, config.batch_size, config.seed)
     checks = FeatureBatches(*validation, VALIDATION_BATCH,
                             _validation_weights(validation[1], weights))
-    history = head.fit(data, validation_data=checks, epochs=MAX_EPOCHS, class_weight=weights,
-                       verbose=0, callbacks=callbacks).history
-    best = int(np.argmin(history["val_loss"]))
-    stopped = callbacks[-1].stopped_after if rival is not None else None
-    return {"pooling": pooling, "learning_rate": found["chosen"],
+    history = head_model.fit(data, validation_data=checks, epochs=MAX_EPOCHS,
+                             class_weight=weights, verbose=0, callbacks=callbacks).history
+    best = int(np.argmin(history["val_loss"]))  # the epoch the run's early stopping keeps
+    return {"head": head, "pooling": config.pooling, "dense_units": config.dense_units,
+            "standardize": config.standardize, "weight_decay": config.weight_decay,
+            "learning_rate": found["chosen"],
             "range_test": {k: found[k] for k in ("rates", "losses")},
             "best_epoch": best + 1, "epochs_run": len(history["val_loss"]),
-            "val_loss": float(history["val_loss"][best]),
+            "val_loss": scores.losses[best],
             "val_accuracy": float(history["val_accuracy"][best]),
-            "val_losses": [round(float(v), 5) for v in history["val_loss"]],
-            "stopped_behind": stopped,
+            "val_losses": [round(v, 5) for v in scores.losses],
+            "stopped_behind": scores.stopped_after,
+            "cpu_seconds": round(time.process_time() - started, 2),
             "class_weight": weights and {str(k): w for k, w in weights.items()}}  # JSON's keys
+
+
+def _rank(tried: dict) -> tuple[float, float]:
+    """The better head first: higher validation accuracy, then lower cross-entropy."""
+    return -tried["val_accuracy"], tried["val_loss"]
 
 
 def search(config: TrainConfig, train, validation, num_classes: int, screen: bool = True
            ) -> dict:
     """What was tried and what was chosen, from (features, labels) of train and validation.
-    The cheap input (average pooling) is fitted first; the flatten head, whose fit costs
-    h × w times more, stops as soon as it is behind at equal epochs (SCREEN_EPOCHS on), unless
-    `screen` is False (both fits run to early stopping: how bench/ checks the screen)."""
+    The heads are fitted cheapest first (HEADS); each later one stops as soon as it is behind
+    the best so far at equal epochs (SCREEN_EPOCHS on), unless `screen` is False (every fit
+    runs to early stopping: how bench/ checks the screen). The head with the highest
+    validation accuracy at its best epoch is chosen (_rank)."""
     started, cpu = time.perf_counter(), time.process_time()
     train = (train[0], _labels(train[1], num_classes))  # features stay on disk, if cached
     validation = (validation[0], _labels(validation[1], num_classes))
-    average = try_pooling("avg", config, train, validation, num_classes)
-    flatten = try_pooling("flatten", config, train, validation, num_classes,
-                          rival=average if screen else None)
-    tried = [flatten, average]  # in POOLINGS' order
-    chosen = min(tried, key=lambda t: t["val_loss"])
-    return {"tried": tried, "chosen": {
-        "pooling": chosen["pooling"], "learning_rate": chosen["learning_rate"],
+    averaged = [(search_inputs("avg", split[0]), split[1]) for split in (train, validation)]
+    inputs = {"avg": averaged, "flatten": (train, validation)}
+    configs = {head: replace(config, **head_settings(head, config, 0.0)) for head in HEADS}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # scikit-learn's C choice runs beside the hidden-layer heads' range tests, which do not
+        # need it: their small steps leave part of the 2 cores idle (1,000 photos: 1.6-1.9 s
+        # CPU hidden). Every model is seeded when built: the order changes no result.
+        pending = pool.submit(choose_weight_decay,
+                              *[(x.reshape(len(x), -1), y) for x, y in averaged], config.seed)
+        ranges = {head: head_range_test(configs[head], inputs[configs[head].pooling][0],
+                                        num_classes) for head in HEADS if head != "linear"}
+        decay = pending.result()
+    configs["linear"] = replace(config, **head_settings("linear", config,
+                                                        decay["weight_decay"]))
+    tried = []
+    for head in HEADS:
+        rival = min(tried, key=_rank) if screen and tried else None
+        tried.append(try_head(head, configs[head], *inputs[configs[head].pooling], num_classes,
+                              rival, ranges.get(head)))
+    chosen = min(tried, key=_rank)
+    return {"tried": tried, "weight_decay": decay, "chosen": {
+        **head_settings(chosen["head"], config, decay["weight_decay"]),
+        "learning_rate": chosen["learning_rate"],
         "epochs": chosen["best_epoch"] + PATIENCE, "early_stopping_patience": PATIENCE,
         "monitor": "val_loss"},
-        "rule": {"learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to "
-                                  f"{LR_END:g}: {RULE}",
-                 "pooling": f"the lower best validation loss; the flatten head's fit stops "
-                            f"from epoch {SCREEN_EPOCHS} on once its best is above average "
-                            f"pooling's over as many epochs",
-                 "epochs": f"the chosen input's best epoch + the patience ({PATIENCE}); "
-                           f"early stopping on the validation loss keeps the best epoch"},
-        "seconds": round(time.perf_counter() - started, 2),
+        "rule": RULES, "seconds": round(time.perf_counter() - started, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2)}  # of this process: all its threads
 
 
@@ -208,22 +291,29 @@ def recommended_config(config: TrainConfig, train, validation, num_classes: int)
     return replace(config, **found["chosen"], recommendation=found)
 
 
+def head_name(tried: dict) -> str:
+    """A candidate head in words (a search recorded before the linear head names none)."""
+    if tried.get("head") == "linear":
+        return f"linear head on averaged features (weight decay {tried['weight_decay']:.1e})"
+    return f"{tried['pooling']} → Dense {tried.get('dense_units', TrainConfig.dense_units)}"
+
+
 def range_test_figure(recommendation: dict):
-    """The range test of each head input tried: smoothed loss against the rate (log scale),
-    the chosen rate marked."""
+    """The range test of each head tried: smoothed loss against the rate (log scale), the
+    chosen rate marked."""
     import plotly.graph_objects as go
 
     figure = go.Figure()
     for tried in recommendation["tried"]:
-        curve = tried["range_test"]
+        curve, name = tried["range_test"], tried.get("head", tried["pooling"])
         figure.add_trace(go.Scatter(x=curve["rates"], y=curve["losses"], mode="lines",
-                                    name=f"{tried['pooling']}: smoothed loss"))
+                                    name=f"{name}: smoothed loss"))
         # The chosen rate is a tenth of the minimum, between the sweep's points: interpolate.
         at = float(np.interp(np.log(tried["learning_rate"]), np.log(curve["rates"]),
                              curve["losses"]))
         rate = tried["learning_rate"]
         figure.add_trace(go.Scatter(x=[rate], y=[at], mode="markers", marker_symbol="star",
-                                    marker_size=12, name=f"{tried['pooling']}: chosen {rate:.1e}"))
+                                    marker_size=12, name=f"{name}: chosen {rate:.1e}"))
     figure.update_layout(title="Learning-rate range test", xaxis_type="log",
                          xaxis_title="learning rate", yaxis_title="training loss (smoothed)",
                          height=320, margin=dict(t=40, l=0, r=0, b=0))
@@ -233,19 +323,25 @@ def range_test_figure(recommendation: dict):
 def _stopped_text(tried: dict) -> str:
     if not tried.get("stopped_behind"):
         return ""
-    return (f" (stopped after {tried['stopped_behind']} epochs: behind the other input's best "
+    return (f" (stopped after {tried['stopped_behind']} epochs: behind the best head so far "
             "over as many epochs)")
 
 
 def recommendation_lines(recommendation: dict) -> list[str]:
     """What was tried and what was chosen, in words, for the Curves page."""
     chosen, rule = recommendation["chosen"], recommendation["rule"]
-    lines = [f"{t['pooling']}: rate {t['learning_rate']:.1e}, best epoch {t['best_epoch']} of "
+    lines = [f"{head_name(t)}: rate {t['learning_rate']:.1e}, best epoch {t['best_epoch']} of "
              f"{t['epochs_run']}, validation loss {t['val_loss']:.4f}, accuracy "
              f"{100 * t['val_accuracy']:.1f}%" + _stopped_text(t) for t in recommendation["tried"]]
-    lines.append(f"Chosen: {chosen['pooling']} at {chosen['learning_rate']:.1e} for at most "
+    decay = recommendation.get("weight_decay")
+    if decay:
+        lines.append("Weight decay: C = " + ", ".join(
+            f"{t['C']:g} ({100 * t['val_accuracy']:.1f}%)" for t in decay["tried"])
+            + f" on validation; C = {decay['C']:g} chosen, so {decay['weight_decay']:.1e}.")
+    head = head_name({**chosen, "head": "linear" if chosen.get("dense_units") == 0 else None})
+    rules = "; ".join(f"{what.replace('_', ' ')}, {how}" for what, how in rule.items())
+    lines.append(f"Chosen: {head} at {chosen['learning_rate']:.1e} for at most "
                  f"{chosen['epochs']} epochs, early stopping with patience "
                  f"{chosen['early_stopping_patience']} ({recommendation['seconds']:.0f} s of "
-                 f"search). Rules: rate, {rule['learning_rate']}; input, {rule['pooling']}; "
-                 f"epochs, {rule['epochs']}.")
+                 f"search). Rules: {rules}.")
     return lines

@@ -50,7 +50,7 @@ RECORDED_STATES = ("queued", "running", "finished", "failed", "stopped")
 ENDED_STATES = ("finished", "stopped", "interrupted", "failed")
 # The type a field annotated so must hold (JSON gives ints for whole floats).
 _KINDS = {"int": int, "float": (int, float), "str": str, "dict": dict, "list[str]": list,
-          "None": type(None)}
+          "None": type(None), "bool": bool}
 
 
 def monitor_for(asked: str | None, early_stopping_patience: int | None) -> str:
@@ -80,8 +80,12 @@ class TrainConfig:
     preprocessing: str = "backbone"
     fine_tune_from: str | None = None
     pooling: str = "flatten"  # the chapter flattens; "avg" is global average pooling
-    dense_units: int = 256
+    dense_units: int = 256  # 0: no hidden layer, pooling → [standardize] → dropout → output
     dropout: float = 0.5
+    # The pooled features standardized inside the head (a Normalization layer adapted on the
+    # training split's, saved with the model), as the logistic regression's StandardScaler.
+    standardize: bool = False
+    weight_decay: float = 0.0  # L2 on the output layer's kernel: loss + weight_decay · Σ w²
     # The chapter keeps the last epoch; measured, it kept better models than the lowest
     # validation loss on average, 97.43% against 97.28% (docs/BENCHMARKS.md, "View bank at the
     # chapter's epochs"). Early stopping watches the validation loss instead (see `monitor_for`).
@@ -128,7 +132,10 @@ class TrainConfig:
              "at least 46 pixels for from_scratch (its four conv blocks)"),
             (self.preprocessing in ("backbone", "rescale"), "preprocessing", "backbone or rescale"),
             (self.pooling in ("flatten", "avg"), "pooling", "flatten or avg"),
-            (self.dense_units >= 1, "dense_units", "at least 1"),
+            (self.dense_units >= 0, "dense_units", "at least 0 (0: no hidden layer)"),
+            (not self.standardize or self.pooling == "avg", "standardize",
+             "off with pooling flatten (it standardizes the averaged features)"),
+            (self.weight_decay >= 0, "weight_decay", "at least 0"),
             (0 <= self.dropout < 1, "dropout", "in [0, 1)"),
             (self.monitor in MONITORS, "monitor", f"one of {', '.join(MONITORS)}"),
             (self.view_bank == "auto" or isinstance(self.view_bank, int)
@@ -164,7 +171,9 @@ class TrainConfig:
             if "float" not in kinds and isinstance(value, float) and value.is_integer():
                 value = int(value)  # 30.0 epochs is 30 epochs
             setattr(self, f.name, value)
-            if isinstance(value, bool) or not isinstance(value, tuple(_KINDS[k] for k in kinds)):
+            # True is an int to Python, not to a setting: only a bool field takes one
+            if (isinstance(value, bool) != ("bool" in kinds)
+                    or not isinstance(value, tuple(_KINDS[k] for k in kinds))):
                 raise RunError(f"{f.name} must be {' or '.join(kinds)} (got {value!r}).")
 
     @property

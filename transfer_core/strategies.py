@@ -56,17 +56,39 @@ def output_spec(num_classes: int) -> tuple[int, str, str]:
 
 
 def build_head(feature_shape, num_classes: int, config: TrainConfig) -> keras.Model:
-    """The chapter's classifier: Flatten → Dense(256, relu) → Dropout(0.5) → output."""
+    """The chapter's classifier: Flatten → Dense(256, relu) → Dropout(0.5) → output. With
+    `dense_units` 0 the hidden layer goes (a linear head, as a logistic regression); with
+    `standardize` the averaged features pass a Normalization layer, to be adapted on the
+    training split (`adapt_standardizer`); `weight_decay` puts an L2 penalty on the output's
+    kernel."""
     units, activation, _ = output_spec(num_classes)
-    pool = (keras.layers.Flatten(name="flatten") if config.pooling == "flatten"
-            else keras.layers.GlobalAveragePooling2D(name="avg_pool"))
-    return keras.Sequential([
-        keras.Input(tuple(feature_shape)),
-        pool,
-        keras.layers.Dense(config.dense_units, activation="relu", name="dense"),
-        keras.layers.Dropout(config.dropout, name="dropout"),
-        keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions"),
-    ], name="head")
+    layers = [keras.Input(tuple(feature_shape)),
+              keras.layers.Flatten(name="flatten") if config.pooling == "flatten"
+              else keras.layers.GlobalAveragePooling2D(name="avg_pool")]
+    if config.standardize:
+        layers.append(keras.layers.Normalization(name="standardize"))
+    if config.dense_units:
+        layers.append(keras.layers.Dense(config.dense_units, activation="relu", name="dense"))
+    decay = keras.regularizers.L2(config.weight_decay) if config.weight_decay else None
+    layers += [keras.layers.Dropout(config.dropout, name="dropout"),
+               keras.layers.Dense(units, activation=activation, dtype="float32",
+                                  kernel_regularizer=decay, name="predictions")]
+    return keras.Sequential(layers, name="head")
+
+
+def adapt_standardizer(head: keras.Model, pooled_features: np.ndarray) -> None:
+    """Set a standardizing head's means and variances from the training split's averaged
+    features (N, C); a head without one is left as it is."""
+    if not any(layer.name == "standardize" for layer in head.layers):
+        return
+    layer = head.get_layer("standardize")
+    layer.adapt(pooled_features)
+    # A feature constant on the training split (a channel no training photo lights) would be
+    # divided by Keras' epsilon, 1e-7, and blow up on a photo that lights it: scale it by 1,
+    # as scikit-learn's StandardScaler does.
+    variance = keras.ops.convert_to_numpy(layer.adapt_variance)
+    layer.adapt_variance.assign(np.where(variance > 1e-12, variance, 1.0))
+    layer.finalize_state()
 
 
 def build_base_for(config: TrainConfig) -> keras.Model:

@@ -24,7 +24,7 @@ from .datasets import load_manifest
 from .device import configure
 from .distribute import Placement, check_batch, place, training_input
 from .errors import Stopped, TransferLabError
-from .feature_rows import FeatureBatches, RowReader
+from .feature_rows import FeatureBatches, RowReader, pooled
 from .features import Derivation, FeatureCache, FeatureSpec, room_for_features
 from .history import is_better
 from .precision import building_in, check_set
@@ -33,10 +33,10 @@ from .inputs import changed_file_error, image_dataset
 from .recommend import recommended_config
 from .runs import Run, TrainConfig
 from .storage import os_error_in, save_model_atomic, write_failure, write_json_atomic
-from .strategies import (build_base_for, build_full_model, build_head, build_scratch_model,
-                         cached_trainer, check_frozen_unchanged, compile_model, freeze_base,
-                         inference_model, layer_below, phase_audit, scratch_inference_model,
-                         top_model, unfreeze_from)
+from .strategies import (adapt_standardizer, build_base_for, build_full_model, build_head,
+                         build_scratch_model, cached_trainer, check_frozen_unchanged,
+                         compile_model, freeze_base, inference_model, layer_below, phase_audit,
+                         scratch_inference_model, top_model, unfreeze_from)
 
 NOTHING_FROZEN = ("from scratch: there is no pretrained base, so nothing is frozen and every "
                   "layer trains from random weights")
@@ -202,6 +202,8 @@ class _Session:
             head = build_head(base.output.shape[1:], self.num_classes, self.config)
             self.model = build_full_model(base, head, self.config, augment)
             self.saved_model = inference_model(base, head, self.config) if augment else self.model
+        if self.config.standardize:  # before any fit: the head reads standardized features
+            self._adapt_standardizer(head)
         self.base, self.head = base, head
         base.trainable = True
         tensors_unfrozen = len(self.model.trainable_weights)
@@ -215,6 +217,13 @@ class _Session:
             save_model_atomic(self.saved_model, self.run.model_path)
             last = max((r["global_epoch"] for r in self.run.epochs()), default=None)
             self.run.update_status(saved_epoch=last)
+
+    def _adapt_standardizer(self, head):
+        """The head's means and variances from the training split's averaged base outputs
+        (the cached, unaugmented ones: what the recommended search measured on)."""
+        spec = feature_spec(self.config, 0, None, self.precision)
+        found = self._features(FeatureCache(self.workspace), "train", spec)
+        adapt_standardizer(head, pooled(found.features))
 
     def _from_scratch(self):
         """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
