@@ -84,7 +84,7 @@ def test_the_pairs_do_not_depend_on_order_or_block_sizes(photos, monkeypatch):
     order = list(range(len(paths)))
     random.Random(3).shuffle(order)
     paths, prints = [paths[i] for i in order], [prints[i] for i in order]
-    for name, value in (("_PAIRS_AT_ONCE", 3), ("_READ_ROWS", 4), ("_GAP", 2),
+    for name, value in (("_PAIRS_AT_ONCE", 3), ("_BLOCK", 4), ("_QUERIES", 6), ("_GAP", 2),
                         ("_CORRELATE_AT_ONCE", 2)):
         monkeypatch.setattr(duplicates, name, value)
     assert find_pairs(paths, prints) == reference_pairs(paths, prints)
@@ -105,8 +105,8 @@ def test_close_hashes_are_every_pair_within_the_limit(near_bits):
         some = flips > round_
         hashes[some] ^= np.uint64(1) << rng.integers(0, 64, some.sum()).astype(np.uint64)
     hashes = np.concatenate([hashes, rng.integers(0, 2**64, 500, dtype=np.uint64)])
-    first, second = duplicates._close_hashes(hashes, near_bits)
-    found = sorted(zip(first.tolist(), second.tolist()))
+    found = sorted(pair for first, second in duplicates._close_hashes(hashes, near_bits)
+                   for pair in zip(first.tolist(), second.tolist()))
     close = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= near_bits
     expected = sorted(zip(*(a.tolist() for a in np.nonzero(np.triu(close, 1)))))
     assert found == expected and len(expected) > 100

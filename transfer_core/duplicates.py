@@ -39,10 +39,11 @@ _SIDE, _LOW = 32, 8  # pHash: the grey picture's size, and the low frequencies k
 _GREY = _SIDE * _SIDE
 _ROW = _GREY + 32  # a photo in FingerprintStore's file: its grey picture, then its SHA-256
 _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
-_PAIRS_AT_ONCE = 1 << 18  # candidate pairs expanded at once: about 10 MB of index arrays
-_READ_ROWS = 4096  # photos per block of pairs whose grey pictures are read back together
+_PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
+_QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
+_BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
-_CORRELATE_AT_ONCE = 1024  # pairs correlated at once: 2 × 4 MB of float32
+_CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
 
 
 @dataclass(frozen=True)
@@ -156,21 +157,22 @@ class FingerprintStore:
         """
         if len(paths) != len(self):
             raise ValueError(f"{len(paths)} paths for {len(self)} fingerprints")
-        self._file.flush()
         exact = self._exact_pairs()
         found = [(i, j, "exact", 0) for i, j in exact]
+        exact_keys = {i * len(self) + j for i, j in exact}
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
-        first, second = _close_hashes(hashes, near_bits)
-        if exact:
-            known = {i * len(self) + j for i, j in exact}
-            fresh = np.array([i * len(self) + j not in known
-                              for i, j in zip(first.tolist(), second.tolist())], dtype=bool)
+        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        for first, second in _close_hashes(hashes, near_bits):
+            maybe_exact = np.flatnonzero(heads[first] == heads[second])
+            fresh = np.ones(len(first), dtype=bool)
+            fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k]) not in exact_keys
+                                  for k in maybe_exact]
             first, second = first[fresh], second[fresh]
-        similar = self._correlations(first, second) >= min_correlation
-        first, second = first[similar], second[similar]
-        distances = np.bitwise_count(hashes[first] ^ hashes[second])
-        found += [(i, j, "near", d) for i, j, d in
-                  zip(first.tolist(), second.tolist(), distances.tolist())]
+            similar = self._correlations(first, second) >= min_correlation
+            first, second = first[similar], second[similar]
+            distances = np.bitwise_count(hashes[first] ^ hashes[second])
+            found += zip(first.tolist(), second.tolist(), ["near"] * len(first),
+                         distances.tolist())
         found.sort(key=lambda pair: pair[:2])
         return [DuplicatePair(paths[i], paths[j], kind, distance)
                 for i, j, kind, distance in found]
@@ -191,37 +193,41 @@ class FingerprintStore:
                 for n, a in enumerate(members) for b in members[n + 1:]]
 
     def _correlations(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """The grey pictures' correlation for each pair (first[k], second[k]). The pairs go in
-        blocks of _READ_ROWS photos on each side, so each block's pictures are read once and
-        memory holds two blocks, whatever the number of photos or pairs."""
+        """The grey pictures' correlation for each pair (first[k], second[k]), the pairs
+        taken by blocks of _BLOCK photos of `first`, then of `second`: each block's pictures
+        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`), and
+        memory holds two blocks, whatever the number of photos. The same arithmetic as
+        `_correlations` (row by row), so the same values to the bit."""
         result = np.empty(len(first), dtype=np.float32)
         if not len(first):
             return result
-        order = np.lexsort((second // _READ_ROWS, first // _READ_ROWS))
-        blocks = np.stack([first[order] // _READ_ROWS, second[order] // _READ_ROWS])
-        cuts = np.flatnonzero(np.any(blocks[:, 1:] != blocks[:, :-1], axis=0)) + 1
-        for group in np.split(order, cuts):
-            a_rows, a_at = self._read(np.unique(first[group]))
-            b_rows, b_at = self._read(np.unique(second[group]))
-            for start in range(0, len(group), _CORRELATE_AT_ONCE):
-                part = group[start:start + _CORRELATE_AT_ONCE]
-                a = a_rows[np.searchsorted(a_at, first[part]), :_GREY]
-                b = b_rows[np.searchsorted(b_at, second[part]), :_GREY]
-                result[part] = _correlations(a, b)
+        order = np.lexsort((second, first // _BLOCK))
+        for part in _runs(first[order] // _BLOCK, order):
+            a_at = np.unique(first[part])
+            a_rows = _centred(self._read(a_at)[:, :_GREY])
+            for group in _runs(second[part] // _BLOCK, part):
+                b_at = np.unique(second[group])
+                b_rows = _centred(self._read(b_at)[:, :_GREY])
+                for start in range(0, len(group), _CORRELATE_AT_ONCE):
+                    pairs = group[start:start + _CORRELATE_AT_ONCE]
+                    a = a_rows[np.searchsorted(a_at, first[pairs])]
+                    b = b_rows[np.searchsorted(b_at, second[pairs])]
+                    result[pairs] = np.einsum("ij,ij->i", a, b)
         return result
 
-    def _read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored rows of sorted, distinct `indices` (and the indices): one read per run
-        of indices less than _GAP apart."""
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        """The stored rows of sorted, distinct `indices`: one read per run of indices less
+        than _GAP apart."""
         rows = np.empty((len(indices), _ROW), dtype=np.uint8)
         cuts = np.flatnonzero(np.diff(indices) >= _GAP) + 1
         for run in np.split(np.arange(len(indices)), cuts):
             first = int(indices[run[0]])
             span = self._rows(first, int(indices[run[-1]]) - first + 1)
             rows[run] = span[indices[run] - first]
-        return rows, indices
+        return rows
 
     def _rows(self, first: int, count: int) -> np.ndarray:
+        self._file.flush()
         rows = np.empty((count, _ROW), dtype=np.uint8)
         got = os.preadv(self._file.fileno(), [rows], first * _ROW)
         if got != rows.nbytes:
@@ -229,9 +235,14 @@ class FingerprintStore:
         return rows
 
 
-def _close_hashes(hashes: np.ndarray, near_bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _runs(values: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
+    """`items` cut where the (sorted) `values` change."""
+    return np.split(items, np.flatnonzero(values[1:] != values[:-1]) + 1)
+
+
+def _close_hashes(hashes: np.ndarray, near_bits: int):
     """(first, second) index arrays of every pair i < j whose hashes differ in at most
-    `near_bits` bits, each pair once.
+    `near_bits` bits, each pair once, in batches: per band, per _QUERIES photos i.
 
     Multi-index hashing (Norouzi, Punjani and Fleet, CVPR 2012): the 64 bits are dealt into
     _BANDS bands; two hashes within `near_bits` bits differ in at most `near_bits // _BANDS`
@@ -242,33 +253,37 @@ def _close_hashes(hashes: np.ndarray, near_bits: int) -> tuple[np.ndarray, np.nd
     whose bits vary together, then spread over the bands (4.5× fewer candidate pairs than
     contiguous bands on the benchmark's photos). The work is the lookups (linear in the
     photos) plus the candidate pairs: few for distinct photos, many for look-alikes whose
-    hashes cluster (docs/BENCHMARKS.md).
+    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of _QUERIES photos, not
+    of all, so memory does not grow with the photos' number (only with their look-alikes).
     """
     radius = near_bits // _BANDS
     if radius > 3:
         raise ValueError(f"near_bits {near_bits}: the band search takes at most {4 * _BANDS - 1}")
     bands = [list(range(band, 64, _BANDS)) for band in range(_BANDS)]
     masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
-    found_first, found_second = [], []
+    flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
     for number, bits in enumerate(bands):
         key = np.zeros(len(hashes), dtype=np.int32)
         for place, bit in enumerate(bits):
             key |= ((hashes >> np.uint64(bit)) & np.uint64(1)).astype(np.int32) << place
         order = np.argsort(key, kind="stable").astype(np.int32)
         starts = _bucket_starts(key[order], len(bits))
-        for flip in _flips(len(bits), radius):
-            lower = starts[key ^ flip]
-            counts = starts[(key ^ flip) + 1] - lower
-            for first, second in _expand(lower, counts, order):
-                differ = hashes[first] ^ hashes[second]
-                keep = (second > first) & (np.bitwise_count(differ) <= near_bits)
-                for mask in masks[:number]:  # found in an earlier band already
-                    keep &= np.bitwise_count(differ & mask) > radius
-                found_first.append(first[keep])
-                found_second.append(second[keep])
-    if not found_first:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(found_first), np.concatenate(found_second)
+        for block in range(0, len(hashes), _QUERIES):
+            found_first, found_second = [], []
+            for flip in flips[len(bits)]:
+                wanted = key[block:block + _QUERIES] ^ flip
+                lower = starts[wanted]
+                counts = starts[wanted + 1] - lower
+                for first, second in _expand(lower, counts, order):
+                    first += block
+                    differ = hashes[first] ^ hashes[second]
+                    keep = (second > first) & (np.bitwise_count(differ) <= near_bits)
+                    for mask in masks[:number]:  # found in an earlier band already
+                        keep &= np.bitwise_count(differ & mask) > radius
+                    found_first.append(first[keep])
+                    found_second.append(second[keep])
+            if found_first:
+                yield np.concatenate(found_first), np.concatenate(found_second)
 
 
 def _bucket_starts(sorted_keys: np.ndarray, width: int) -> np.ndarray:
@@ -314,7 +329,10 @@ def _centred(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
     rows -= rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 1e-3)
+    flat = norms[:, 0] <= 1e-3
+    np.divide(rows, norms, out=rows, where=~flat[:, None])  # in place: half the memory
+    rows[flat] = 0
+    return rows
 
 
 def locate(pairs: list[DuplicatePair], rows: list[tuple[str, str, str]]) -> list[dict]:
