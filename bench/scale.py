@@ -97,9 +97,13 @@ def _scan(job, work):
 
     from transfer_core.datasets import scan
 
+    from bench.child import status_mib
+
     report = scan(job["data"])
+    scanned = status_mib()["VmHWM"]  # the peak before the benchmark's own pickling of the report
     (work / "scan.pickle").write_bytes(pickle.dumps(report))
-    return {"images": len(report.images), "duplicates": len(report.duplicates)}
+    return {"images": len(report.images), "duplicates": len(report.duplicates),
+            "peak_rss_scan_only_mib": round(scanned, 1)}
 
 
 def _split(job, work):

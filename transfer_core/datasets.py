@@ -24,7 +24,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from . import config, duplicates
-from .duplicates import DuplicatePair, check_and_fingerprint
+from .duplicates import DuplicatePair, FingerprintStore, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
 from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
 from .storage import write_json_atomic
@@ -126,11 +126,10 @@ def scan(root: str | Path, workers: int | None = None,
     checked_root = _checked_root(root, roots)
     found = _Walk(roots).dataset(checked_root)
     entries = found.entries
-    checked = _check_all([entry.path for entry in entries], workers, progress)
-    reasons = [reason for reason, _ in checked]
-    usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
-    prints = [fingerprint for reason, fingerprint in checked if reason is None]
-    pairs = duplicates.find_pairs([entry.path for entry in usable], prints)
+    with FingerprintStore() as prints:
+        reasons = _check_all([entry.path for entry in entries], prints, workers, progress)
+        usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
+        pairs = prints.pairs([entry.path for entry in usable])
     skipped = found.skipped + [{"path": entry.path, "label": entry.label, "reason": reason}
                                for entry, reason in zip(entries, reasons) if reason is not None]
     labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
@@ -327,31 +326,38 @@ def _has_sub_folder(folder: Path) -> bool:
         return False
 
 
-def _check_all(paths: list[str], workers: int | None,
-               progress: Callable[[int, int], None] | None) -> list[tuple]:
-    """(None or the reason it is skipped, its fingerprints) of each file: the decode that
-    checks a file fingerprints it too (see bench/duplicates.py for the cost)."""
+def _check_all(paths: list[str], prints: FingerprintStore, workers: int | None,
+               progress: Callable[[int, int], None] | None) -> list[str | None]:
+    """None or the reason it is skipped, of each file; the usable files' fingerprints go to
+    `prints` in order as they come (the decode that checks a file fingerprints it too: see
+    bench/duplicates.py for the cost), so no list of them is ever held."""
     workers = workers or os.cpu_count() or 1
+    reasons: list[str | None] = []
+
+    def keep(result: tuple) -> None:
+        reason, fingerprint = result
+        reasons.append(reason)
+        if reason is None:
+            prints.add(fingerprint)
+
     if workers == 1 or len(paths) < 500:  # starting worker processes costs ~1 s
-        results = []
         for done, path in enumerate(paths, 1):
-            results.append(check_and_fingerprint(path))
+            keep(check_and_fingerprint(path))
             if progress and (done % 50 == 0 or done == len(paths)):
                 progress(done, len(paths))
-        return results
+        return reasons
     # "fork" where there is one: a spawned child re-imports the parent's __main__, which inside
     # Streamlit is the app script itself. The children only run Pillow, never TensorFlow, so
     # TensorFlow's threads in the parent do not matter to them.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     chunk = max(16, min(256, len(paths) // (workers * 8)))
-    results = []
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for result in pool.map(check_and_fingerprint, paths, chunksize=chunk):
-            results.append(result)
-            if progress and (len(results) % 200 == 0 or len(results) == len(paths)):
-                progress(len(results), len(paths))
-    return results
+            keep(result)
+            if progress and (len(reasons) % 200 == 0 or len(reasons) == len(paths)):
+                progress(len(reasons), len(paths))
+    return reasons
 
 
 @dataclass

@@ -15,6 +15,10 @@ one hash, different pixels). Figures and the choice of both limits: docs/BENCHMA
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import tempfile
+from array import array
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +36,19 @@ from .images import _to_rgb, decode_checked
 NEAR_BITS = 8
 MIN_CORRELATION = 0.97
 _SIDE, _LOW = 32, 8  # pHash: the grey picture's size, and the low frequencies kept per axis
+_GREY = _SIDE * _SIDE
+_ROW = _GREY + 32  # a photo in FingerprintStore's file: its grey picture, then its SHA-256
+_BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
+_PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
+_QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
+_BLOCK = 1024  # photos whose grey pictures are read back and centred together
+_GAP = 64  # indices closer than this are read back in one read (the rows between included)
+_CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    sha256: str  # of the file's bytes: equal means an exact copy
+    sha256: bytes  # the 32-byte digest of the file's bytes: equal means an exact copy
     phash: int  # 64 bits: a small Hamming distance means perhaps the same picture
     grey: bytes  # the 32×32 grey picture the hash is made from, to confirm a candidate pair
 
@@ -66,7 +78,7 @@ def check_and_fingerprint(path: str | Path) -> tuple[str | None, Fingerprint | N
     except OSError as exc:  # unreadable file (permissions, vanished)
         return f"{name} cannot be read ({exc.strerror or exc})", None
     phash, grey = perceptual_hash(image)
-    return None, Fingerprint(hashlib.sha256(data).hexdigest(), phash, grey.tobytes())
+    return None, Fingerprint(hashlib.sha256(data).digest(), phash, grey.tobytes())
 
 
 def _dct_rows(size: int, keep: int) -> np.ndarray:
@@ -96,31 +108,214 @@ def perceptual_hash(image: Image.Image) -> tuple[int, np.ndarray]:
 
 def find_pairs(paths: list[str], prints: list[Fingerprint], near_bits: int = NEAR_BITS,
                min_correlation: float = MIN_CORRELATION) -> list[DuplicatePair]:
-    """Every pair of photos that are copies of one picture, in the order of `paths`.
+    """Every pair of photos that are copies of one picture, in the order of `paths` (each
+    photo's fingerprints in `prints`): see FingerprintStore.pairs."""
+    with FingerprintStore() as store:
+        for fingerprint in prints:
+            store.add(fingerprint)
+        return store.pairs(paths, near_bits, min_correlation)
 
-    Exact copies by equal SHA-256; near copies by comparing every hash with every later one
-    (in blocks, so memory stays small: 8,000 photos are 32 M comparisons, about 0.3 s), each
-    candidate confirmed by the correlation of the two grey pictures.
+
+class FingerprintStore:
+    """The fingerprints of a scan's photos, added one by one as the decodes finish, kept so
+    that memory does not grow by a kilobyte a photo: in memory only each pHash and the first
+    8 bytes of each SHA-256 (16 bytes a photo); each grey picture and full SHA-256 go to an
+    unnamed temporary file (1,056 bytes a photo on disk), read back only for the photos of a
+    candidate pair."""
+
+    def __init__(self):
+        self._hashes = array("Q")
+        self._digest_heads = array("Q")
+        self._file = tempfile.TemporaryFile(prefix="transfer-lab-fingerprints-")
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def __enter__(self) -> FingerprintStore:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def add(self, fingerprint: Fingerprint) -> None:
+        self._hashes.append(fingerprint.phash)
+        self._digest_heads.append(int.from_bytes(fingerprint.sha256[:8], "little"))
+        self._file.write(fingerprint.grey + fingerprint.sha256)
+
+    def pairs(self, paths: list[str], near_bits: int = NEAR_BITS,
+              min_correlation: float = MIN_CORRELATION) -> list[DuplicatePair]:
+        """Every pair of photos that are copies of one picture, `paths[i]` being the i-th
+        photo added, sorted by the first photo's place, then the second's.
+
+        Exact copies have equal SHA-256s. Near copies are the pairs whose hashes differ in at
+        most `near_bits` bits (found by multi-index hashing, `_close_hashes`, instead of
+        comparing every hash with every other) and whose grey pictures correlate at
+        `min_correlation` or more; exact copies are not counted again as near ones.
+        """
+        if len(paths) != len(self):
+            raise ValueError(f"{len(paths)} paths for {len(self)} fingerprints")
+        exact = self._exact_pairs()
+        found = [(i, j, "exact", 0) for i, j in exact]
+        exact_keys = {i * len(self) + j for i, j in exact}
+        hashes = np.frombuffer(self._hashes, dtype=np.uint64)
+        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        for first, second in _close_hashes(hashes, near_bits):
+            maybe_exact = np.flatnonzero(heads[first] == heads[second])
+            fresh = np.ones(len(first), dtype=bool)
+            fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k]) not in exact_keys
+                                  for k in maybe_exact]
+            first, second = first[fresh], second[fresh]
+            similar = self._correlations(first, second) >= min_correlation
+            first, second = first[similar], second[similar]
+            distances = np.bitwise_count(hashes[first] ^ hashes[second])
+            found += zip(first.tolist(), second.tolist(), ["near"] * len(first),
+                         distances.tolist())
+        found.sort(key=lambda pair: pair[:2])
+        return [DuplicatePair(paths[i], paths[j], kind, distance)
+                for i, j, kind, distance in found]
+
+    def _exact_pairs(self) -> list[tuple[int, int]]:
+        """(i, j), i < j, of the photos with equal SHA-256s: grouped by the digests' first 8
+        bytes in memory, then confirmed on the full digests read back for those photos only."""
+        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        order = np.argsort(heads, kind="stable")
+        same = heads[order[1:]] == heads[order[:-1]]
+        shared = np.zeros(len(heads), dtype=bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        groups: dict[bytes, list[int]] = defaultdict(list)
+        for index in np.sort(order[shared]).tolist():
+            groups[self._rows(index, 1)[0, _GREY:].tobytes()].append(index)
+        return [(a, b) for members in groups.values()
+                for n, a in enumerate(members) for b in members[n + 1:]]
+
+    def _correlations(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The grey pictures' correlation for each pair (first[k], second[k]), the pairs
+        taken by blocks of _BLOCK photos of `first`, then of `second`: each block's pictures
+        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`), and
+        memory holds two blocks, whatever the number of photos. The same arithmetic as
+        `_correlations` (row by row), so the same values to the bit."""
+        result = np.empty(len(first), dtype=np.float32)
+        if not len(first):
+            return result
+        order = np.lexsort((second, first // _BLOCK))
+        for part in _runs(first[order] // _BLOCK, order):
+            a_at = np.unique(first[part])
+            a_rows = _centred(self._read(a_at)[:, :_GREY])
+            for group in _runs(second[part] // _BLOCK, part):
+                b_at = np.unique(second[group])
+                b_rows = _centred(self._read(b_at)[:, :_GREY])
+                for start in range(0, len(group), _CORRELATE_AT_ONCE):
+                    pairs = group[start:start + _CORRELATE_AT_ONCE]
+                    a = a_rows[np.searchsorted(a_at, first[pairs])]
+                    b = b_rows[np.searchsorted(b_at, second[pairs])]
+                    result[pairs] = np.einsum("ij,ij->i", a, b)
+        return result
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        """The stored rows of sorted, distinct `indices`: one read per run of indices less
+        than _GAP apart."""
+        rows = np.empty((len(indices), _ROW), dtype=np.uint8)
+        cuts = np.flatnonzero(np.diff(indices) >= _GAP) + 1
+        for run in np.split(np.arange(len(indices)), cuts):
+            first = int(indices[run[0]])
+            span = self._rows(first, int(indices[run[-1]]) - first + 1)
+            rows[run] = span[indices[run] - first]
+        return rows
+
+    def _rows(self, first: int, count: int) -> np.ndarray:
+        self._file.flush()
+        rows = np.empty((count, _ROW), dtype=np.uint8)
+        got = os.preadv(self._file.fileno(), [rows], first * _ROW)
+        if got != rows.nbytes:
+            raise OSError(f"the fingerprints' temporary file ended early ({got} bytes)")
+        return rows
+
+
+def _runs(values: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
+    """`items` cut where the (sorted) `values` change."""
+    return np.split(items, np.flatnonzero(values[1:] != values[:-1]) + 1)
+
+
+def _close_hashes(hashes: np.ndarray, near_bits: int):
+    """(first, second) index arrays of every pair i < j whose hashes differ in at most
+    `near_bits` bits, each pair once, in batches: per band, per _QUERIES photos i.
+
+    Multi-index hashing (Norouzi, Punjani and Fleet, CVPR 2012): the 64 bits are dealt into
+    _BANDS bands; two hashes within `near_bits` bits differ in at most `near_bits // _BANDS`
+    bits of at least one band (pigeonhole). Per band, each photo looks up the photos whose
+    band value is within that radius of its own (sorted by the band's value, with a table of
+    where each value starts); a pair is kept in the first band where it is found, and only if
+    the whole hashes are close enough. Bit b goes to band b % 3: pHash's low frequencies,
+    whose bits vary together, then spread over the bands (4.5× fewer candidate pairs than
+    contiguous bands on the benchmark's photos). The work is the lookups (linear in the
+    photos) plus the candidate pairs: few for distinct photos, many for look-alikes whose
+    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of _QUERIES photos, not
+    of all, so memory does not grow with the photos' number (only with their look-alikes).
     """
-    pairs = _exact_pairs(paths, prints)
-    if len(prints) < 2:
-        return pairs
-    exact = {(p.first, p.second) for p in pairs}
-    hashes = np.array([p.phash for p in prints], dtype=np.uint64)
-    greys = np.frombuffer(b"".join(p.grey for p in prints), np.uint8).reshape(len(prints), -1)
-    block = 512
-    for start in range(0, len(hashes), block):
-        distances = np.bitwise_count(hashes[start:start + block, None] ^ hashes[None, :])
-        rows, later = np.nonzero(distances <= near_bits)
-        keep = later > rows + start
-        rows, later = rows[keep], later[keep]
-        similar = _correlations(greys[rows + start], greys[later]) >= min_correlation
-        for i, j in zip(rows[similar], later[similar]):
-            first, second = paths[start + int(i)], paths[int(j)]
-            if (first, second) not in exact:
-                pairs.append(DuplicatePair(first, second, "near", int(distances[i, j])))
-    order = {path: i for i, path in enumerate(paths)}
-    return sorted(pairs, key=lambda p: (order[p.first], order[p.second]))
+    radius = near_bits // _BANDS
+    if radius > 3:
+        raise ValueError(f"near_bits {near_bits}: the band search takes at most {4 * _BANDS - 1}")
+    bands = [list(range(band, 64, _BANDS)) for band in range(_BANDS)]
+    masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
+    flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
+    for number, bits in enumerate(bands):
+        key = np.zeros(len(hashes), dtype=np.int32)
+        for place, bit in enumerate(bits):
+            key |= ((hashes >> np.uint64(bit)) & np.uint64(1)).astype(np.int32) << place
+        order = np.argsort(key, kind="stable").astype(np.int32)
+        starts = _bucket_starts(key[order], len(bits))
+        for block in range(0, len(hashes), _QUERIES):
+            found_first, found_second = [], []
+            for flip in flips[len(bits)]:
+                wanted = key[block:block + _QUERIES] ^ flip
+                lower = starts[wanted]
+                counts = starts[wanted + 1] - lower
+                for first, second in _expand(lower, counts, order):
+                    first += block
+                    differ = hashes[first] ^ hashes[second]
+                    keep = (second > first) & (np.bitwise_count(differ) <= near_bits)
+                    for mask in masks[:number]:  # found in an earlier band already
+                        keep &= np.bitwise_count(differ & mask) > radius
+                    found_first.append(first[keep])
+                    found_second.append(second[keep])
+            if found_first:
+                yield np.concatenate(found_first), np.concatenate(found_second)
+
+
+def _bucket_starts(sorted_keys: np.ndarray, width: int) -> np.ndarray:
+    """starts[v]: where value v begins in `sorted_keys` (2**width + 1 entries, int32: 16 MB
+    for 22 bits whatever the photos), built in slices to keep the looked-up values small."""
+    starts = np.empty((1 << width) + 1, dtype=np.int32)
+    step = 1 << 18
+    for value in range(0, len(starts), step):
+        wanted = np.arange(value, min(value + step, len(starts)), dtype=np.int32)
+        starts[value:value + step] = np.searchsorted(sorted_keys, wanted)
+    return starts
+
+
+def _flips(width: int, radius: int) -> list[int]:
+    """Every value of `width` bits with at most `radius` bits set (XOR masks)."""
+    return [sum(1 << bit for bit in chosen) for count in range(radius + 1)
+            for chosen in itertools.combinations(range(width), count)]
+
+
+def _expand(lower: np.ndarray, counts: np.ndarray, order: np.ndarray):
+    """(first, second) arrays of photo i against each photo in order[lower[i]:lower[i] +
+    counts[i]], about _PAIRS_AT_ONCE pairs at a time (at least one photo's whole bucket)."""
+    photos = np.flatnonzero(counts)
+    if not len(photos):
+        return
+    ends = np.cumsum(counts[photos], dtype=np.int64)
+    cuts = np.searchsorted(ends, np.arange(_PAIRS_AT_ONCE, ends[-1], _PAIRS_AT_ONCE))
+    for chunk in np.split(photos, np.unique(cuts[(cuts > 0) & (cuts < len(photos))])):
+        sizes = counts[chunk].astype(np.int64)
+        first = np.repeat(chunk, sizes)
+        offsets = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        yield first, order[np.repeat(lower[chunk], sizes) + offsets].astype(np.int64)
 
 
 def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,16 +329,10 @@ def _centred(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
     rows -= rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 1e-3)
-
-
-def _exact_pairs(paths: list[str], prints: list[Fingerprint]) -> list[DuplicatePair]:
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, fingerprint in enumerate(prints):
-        groups[fingerprint.sha256].append(i)
-    return [DuplicatePair(paths[a], paths[b], "exact", 0)
-            for members in groups.values() if len(members) > 1
-            for n, a in enumerate(members) for b in members[n + 1:]]
+    flat = norms[:, 0] <= 1e-3
+    np.divide(rows, norms, out=rows, where=~flat[:, None])  # in place: half the memory
+    rows[flat] = 0
+    return rows
 
 
 def locate(pairs: list[DuplicatePair], rows: list[tuple[str, str, str]]) -> list[dict]:
