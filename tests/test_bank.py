@@ -121,7 +121,7 @@ def _trained_head(features, labels, shape):
     import keras
 
     keras.utils.set_random_seed(0)
-    head = build_head(shape, 3, SimpleNamespace(pooling="flatten", dense_units=16, dropout=0.0))
+    head = build_head(shape, 3, TrainConfig(manifest="m.json", dense_units=16, dropout=0.0))
     compile_model(head, 3, 1e-3)
     head.fit(ViewBank(features, labels, 2, 6, seed=0), epochs=3, verbose=0)
     return head.predict(np.asarray(features[: len(labels)], "float32"), verbose=0)
