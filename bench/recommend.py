@@ -96,12 +96,13 @@ def one(workspace: Path, manifest: Path, settings: str, seed: int, size: int,
               f"{100 * evaluate(run)['accuracy']:.2f}%", flush=True)
     search = run.config.recommendation
     return {"accuracy": accuracy, "seconds": seconds, "search_seconds": search.get("seconds"),
-            "search_cpu": search.get("cpu_seconds"), "chosen": search.get("chosen"),
+            "search_cpu": search.get("cpu_seconds"), "chosen": chosen_head(search),
             "tried": tried_text(search), "run": run}
 
 
-def chosen_head(chosen: dict) -> str:
-    return "linear" if chosen["dense_units"] == 0 else chosen["pooling"]
+def chosen_head(search: dict) -> str | None:
+    """The candidate a search chose (linear, avg, flatten or chapter); None without one."""
+    return search.get("chosen_head") if search else None
 
 
 def tried_text(search: dict) -> str:
@@ -122,7 +123,7 @@ def unscreened_choice(run: Run, workspace: Path) -> str:
                              for name in ("train", "validation"))
     found = search(run.config, (train_set.features, train_set.labels),
                    (validation.features, validation.labels), len(manifest.classes), screen=False)
-    return chosen_head(found["chosen"])
+    return chosen_head(found)
 
 
 def measure(name: str, workspace: Path, manifest: Path, seed: int, size: int,
@@ -161,8 +162,8 @@ def summary(name: str, rows: list[dict]) -> None:
         m = paired_comparison([r[a] for r in rows], [r[b] for r in rows]).difference
         return f"{100 * m.mean:+.1f} ({100 * m.low:+.1f} to {100 * m.high:+.1f})"
 
-    chosen = ", ".join(sorted({chosen_head(r["chosen"]) for r in rows}))
-    agree = sum(chosen_head(r["chosen"]) == r["unscreened"] for r in rows)
+    chosen = ", ".join(sorted({r["chosen"] for r in rows}))
+    agree = sum(r["chosen"] == r["unscreened"] for r in rows)
     print(f"== {name}, {len(rows)} seed(s), {rows[0]['test_images']} test photos", flush=True)
     print(f"| {name} | {cell('chapter')} | {cell('recommended')} | {cell('logistic')} | "
           f"{difference('recommended', 'chapter')} | {difference('recommended', 'logistic')} | "

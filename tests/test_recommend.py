@@ -16,10 +16,12 @@ from transfer_core.commands import _train_config
 from transfer_core.datasets import SplitRequest, load_manifest, scan, split
 from transfer_core.export import export_run
 from transfer_core.predict import Predictor, load_run_model
-from transfer_core.recommend import (HEADS, PATIENCE, SCREEN_EPOCHS, _BehindAtEqualEpochs,
+from transfer_core.baseline import fit_logistic
+from transfer_core.recommend import (CHAPTER_BUDGET, HEADS, KEEP_EPOCHS, KEEP_RATE,
+                                     SCREEN_EPOCHS, _BehindAtEqualEpochs, chapter_settings,
                                      default_settings, head_settings, lr_range_test,
                                      range_test_figure, recommendation_lines, search,
-                                     try_head)
+                                     set_logistic, try_head)
 from transfer_core.runs import Run, TrainConfig
 from transfer_core.storage import read_json
 from transfer_core.strategies import adapt_standardizer, build_head, compile_model
@@ -82,27 +84,36 @@ def test_a_recommended_run_records_what_it_tried_and_chose(colours):
     assert train(run, workspace)["state"] == "finished"
     saved = read_json(run.folder / "config.json")
     found = saved["recommendation"]
-    assert [t["head"] for t in found["tried"]] == list(HEADS)
+    # 36 tiny training photos: the chapter's settings are cheap enough to be a candidate
+    assert [t["head"] for t in found["tried"]] == [*HEADS, "chapter"]
     # the most accurate on validation, ties to the lower loss
     chosen = min(found["tried"], key=lambda t: (-t["val_accuracy"], t["val_loss"]))
+    assert found["chosen_head"] == chosen["head"]
     assert saved["pooling"] == chosen["pooling"] == found["chosen"]["pooling"]
     assert saved["dense_units"] == chosen["dense_units"]
     assert saved["standardize"] == chosen["standardize"] == (chosen["head"] == "linear")
     linear = found["tried"][0]  # its weight decay from the C chosen on validation
     n_train = 12 * 3  # 12 training photos of each of the three colours
     assert linear["weight_decay"] == pytest.approx(1 / (2 * found["weight_decay"]["C"] * n_train))
-    assert saved["learning_rate"] == chosen["learning_rate"] != TrainConfig.learning_rate
-    assert saved["early_stopping_patience"] == PATIENCE
-    assert saved["epochs"] == chosen["best_epoch"] + PATIENCE
-    curve = chosen["range_test"]
-    assert len(curve["rates"]) == len(curve["losses"]) > 10
-    assert curve["rates"] == sorted(curve["rates"])  # the sweep rises
+    # the linear head is the logistic regression: its validation scores are the C chosen's
+    logistic = next(t for t in found["weight_decay"]["tried"]
+                    if t["C"] == found["weight_decay"]["C"])
+    assert linear["val_accuracy"] == logistic["val_accuracy"]
+    assert saved["learning_rate"] == found["chosen"]["learning_rate"]
+    assert saved["epochs"] == found["chosen"]["epochs"]
+    hidden = [t for t in found["tried"] if t["head"] in ("avg", "flatten")]
+    for tried in hidden:
+        curve = tried["range_test"]
+        assert len(curve["rates"]) == len(curve["losses"]) > 10
+        assert curve["rates"] == sorted(curve["rates"])  # the sweep rises
     assert run.config.recommendation == found  # the Curves page reads it back
-    assert len(run.epochs()) <= saved["epochs"]
+    assert 1 <= len(run.epochs()) <= saved["epochs"]  # epoch lines for the Curves page
     figure = range_test_figure(found)  # the Curves page's: each curve and its chosen point
     stars = [t for t in figure.data if t.mode == "markers"]
-    assert [s.x[0] for s in stars] == [t["learning_rate"] for t in found["tried"]]
-    assert recommendation_lines(found)[-1].startswith("Chosen: ")
+    assert [s.x[0] for s in stars] == [t["learning_rate"] for t in hidden]
+    lines = recommendation_lines(found)
+    assert lines[-1].startswith("Chosen: ")
+    assert any(line.startswith("the chapter's settings") for line in lines)
 
 
 def test_the_chapters_presets_default_to_the_chapters_settings(tmp_path):
@@ -250,3 +261,86 @@ def test_a_feature_constant_in_training_does_not_blow_up_the_standardized_head()
     layer = head.get_layer("standardize")
     lit = layer(np.array([[2.0, 1.0, 3.0]], "float32"))  # a photo that lights feature 1
     np.testing.assert_allclose(keras.ops.convert_to_numpy(lit), [[0.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_the_linear_heads_predictions_are_the_logistic_regressions():
+    # Three classes: the softmax output takes the multinomial coefficients
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 300)
+    x = (rng.normal(0, 1, (300, 12)) + np.eye(3)[y] @ rng.normal(0, 1.5, (3, 12)) + 4)
+    x = x.astype("float32")
+    fitted = fit_logistic((x[:200], y[:200]), 0.1, seed=0)
+    config = TrainConfig(manifest="m.json", **head_settings("linear", TrainConfig(
+        manifest="m.json"), 1e-3))
+    head = build_head((1, 1, 12), 3, config)
+    set_logistic(head, fitted)
+    ours = head.predict(x[200:].reshape(-1, 1, 1, 12), verbose=0)
+    np.testing.assert_allclose(ours, fitted.predict_proba(x[200:]), atol=1e-4)
+    # kept as it is by its recording epoch: the run's saved head stays the baseline
+    compile_model(head, 3, KEEP_RATE)
+    head.fit(x[:200].reshape(-1, 1, 1, 12), y[:200], epochs=KEEP_EPOCHS, batch_size=20,
+             verbose=0)
+    after = head.predict(x[200:].reshape(-1, 1, 1, 12), verbose=0)
+    np.testing.assert_array_equal(after.argmax(1), fitted.predict(x[200:]))
+    np.testing.assert_allclose(after, ours, atol=1e-3)
+
+
+def test_a_recommended_linear_run_saves_the_baseline_logistic_regression(colours):
+    from transfer_core.baseline import baseline
+    from transfer_core.evaluation import evaluate
+    from transfer_core.recommend import chosen_settings
+
+    workspace, manifest = colours
+    config = TrainConfig(manifest=str(manifest), backbone="vgg16", weights="none",
+                         image_size=32, batch_size=4)
+    logistic = baseline(Run.create(workspace, config, "probe"), workspace=workspace)
+    decay = {"C": logistic["C"], "weight_decay": 1e-3}
+    # a search that chose the linear head at the baseline's C, as recorded in config.json
+    config = replace(config, settings="recommended", **chosen_settings(
+        {"head": "linear"}, config, decay),
+        recommendation={"chosen_head": "linear", "weight_decay": decay})
+    run = Run.create(workspace, config, "linear-start")
+    assert train(run, workspace)["state"] == "finished"
+    assert len(run.epochs()) == KEEP_EPOCHS  # an epoch line for the Curves page
+    assert evaluate(run)["accuracy"] == pytest.approx(logistic["accuracy"])
+    assert baseline(run, workspace=workspace)["C"] == logistic["C"]
+
+
+def chapter_wins(seed, n_train=60, n_validation=200):
+    """Flattened 2 × 2 maps whose class is set by where a feature lights, not by how much on
+    average: averaging erases it (the linear and averaged heads are at chance), and the
+    chapter's head on the flattened maps learns it."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n_train + n_validation)
+    x = rng.normal(0, 0.3, (len(y), 2, 2, 4))
+    x[y == 0, 0, 0, 0] += 3
+    x[y == 1, 1, 1, 0] += 3
+    x = x.astype("float32")
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def test_the_chapters_settings_are_chosen_when_they_validate_best(monkeypatch):
+    # Without the flatten head at its range-test rate (which learns this set as well, at a
+    # lower loss): the chapter's settings are then the one candidate that reads the maps whole.
+    monkeypatch.setattr("transfer_core.recommend.HEADS", ("linear", "avg"))
+    train_set, validation = chapter_wins(seed=2)
+    found = search(TrainConfig(manifest="m.json", batch_size=10, seed=2), train_set,
+                   validation, 2)
+    chapter = next(t for t in found["tried"] if t["head"] == "chapter")
+    assert chapter["val_accuracy"] >= max(t["val_accuracy"] for t in found["tried"])
+    assert found["tried"][0]["val_accuracy"] < 0.7  # the averaged features carry no signal
+    assert found["chosen_head"] == "chapter"
+    assert found["chosen"] == chapter_settings()  # the chapter's 30 epochs at 2e-5, the last
+
+
+def test_the_chapters_settings_are_skipped_over_the_budget(monkeypatch):
+    train_set, validation = chapter_wins(seed=2)
+    monkeypatch.setattr("transfer_core.recommend.CHAPTER_BUDGET", 1000)
+    monkeypatch.setattr("transfer_core.recommend.HEADS", ("linear", "avg"))  # quicker
+    found = search(TrainConfig(manifest="m.json", batch_size=10, seed=2), train_set,
+                   validation, 2)
+    assert "chapter" not in [t["head"] for t in found["tried"]]
+    assert found["skipped"][0]["head"] == "chapter"
+    assert "over the search's budget" in found["skipped"][0]["reason"]
+    assert any("not tried" in line for line in recommendation_lines(found))
+    assert CHAPTER_BUDGET > 60 * 16 * 30  # this little set is inside the real budget

@@ -42,14 +42,22 @@ def training_sample(photos: int, seed: int, limit: int = MAX_TRAIN_PHOTOS) -> np
     return np.sort(np.random.default_rng(seed).choice(photos, limit, replace=False))
 
 
-def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: int = 0):
+def fit_logistic(train: tuple, c: float, seed: int = 0, class_weight: dict | None = None):
+    """The pipeline (scaler + logistic regression at `c`) fitted on `train`, (pooled features,
+    labels): lbfgs, deterministic, so the same data and C give the same model again."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(
+        C=c, max_iter=2000, random_state=seed, class_weight=class_weight))
+    return model.fit(*train)
+
+
+def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: int = 0,
+                 class_weight: dict | None = None):
     """The fitted pipeline (scaler + logistic regression) and the C tried with their
-    validation accuracy and loss. `train` and `validation` are (pooled features, labels)."""
+    validation accuracy and loss. `train` and `validation` are (pooled features, labels);
+    `class_weight` weighs the training loss, as Keras' does (None: every photo alike)."""
     tried, best, best_key = [], None, None
     for c in (c_grid if validation is not None else (1.0,)):
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000,
-                                                                   random_state=seed))
-        model.fit(*train)
+        model = fit_logistic(train, c, seed, class_weight)
         if validation is None:
             return model, [{"C": c}]
         x, y = validation

@@ -6,11 +6,15 @@ The learning rate comes from a learning-rate range test (L. Smith, "Cyclical Lea
 2017; fastai's `lr_find`): one short run of LR_STEPS batches whose rate grows exponentially
 from LR_START to LR_END, recording the smoothed loss; the rate chosen is a tenth of the one
 with the lowest loss (fastai's old rule: the minimum is already at the edge of divergence).
-Three heads (HEADS) each get their own test, then train at their rate with early stopping
-(patience PATIENCE on the validation loss, at most MAX_EPOCHS): a linear head on the averaged,
-standardized features with weight decay chosen as the logistic regression's C is (on small
-sets the chapter's hidden layer overfits where a logistic regression does not), and the
-chapter's hidden layer on the averaged or the flattened features. The head with the highest
+The candidates: a linear head on the averaged, standardized features that IS the logistic
+regression the report's baseline fits (scikit-learn, C chosen on validation; its scaler and
+coefficients set into the head, so nothing is left to train: on small sets the chapter's
+hidden layer overfits where a logistic regression does not, and a Keras fit of the same head
+stopped short of scikit-learn's optimum, round 4); the chapter's hidden layer on the averaged
+or the flattened features, each with its own range test, trained at its rate with early
+stopping (patience PATIENCE on the validation loss, at most MAX_EPOCHS); and the chapter's own
+settings, fitted whole (its last epoch, as its runs keep) when they cost little enough
+(CHAPTER_BUDGET). The head with the highest
 validation accuracy at its best epoch wins, ties going to the lower validation cross-entropy:
 accuracy is what the user reads and what the logistic regression's C is chosen on, and the
 cross-entropy misjudged a strongly decayed linear head, accurate but underconfident
@@ -49,18 +53,33 @@ PATIENCE, MAX_EPOCHS = 5, 50
 # the search's 21 s CPU (docs/BENCHMARKS.md, round 4). Last fitted, it can only lose by this.
 SCREEN_EPOCHS, FLATTEN_SCREEN_EPOCHS = 3, 2
 STEPS_PER_EXECUTION = 32
+# The linear head is scikit-learn's solution as it stands; its run still has one epoch (the
+# epoch line and curves the pages read), at a rate too small to move it: RMSprop's steps are
+# at most a few times the rate, about 1e-6 in all against coefficients of about 1e-2.
+KEEP_RATE, KEEP_EPOCHS = 1e-7, 1
+# The chapter's settings as a candidate: flatten → Dense 256, RMSprop 2e-5, 30 epochs, the last
+# kept. Fitted only when its 30 epochs read at most this many feature values (photos × values
+# per photo × epochs): MobileNetV2 at 160 px, 5 × 5 × 1280 a photo, up to 208 training photos
+# (about 15 s CPU on the shared 2-core EPYC); beyond, skipped and the reason recorded. Never
+# screened: at 2e-5 its first epochs are far behind where its 30th ends.
+CHAPTER_BUDGET = 2e8
 VALIDATION_BATCH = 256  # validation only evaluates: large batches, the same loss
 SMOOTHING = 0.9  # the exponential moving average of the loss, debiased (as fastai)
 DIVERGED = 4.0  # stop the range test once the smoothed loss is this many times its minimum
 RULE = "a tenth of the rate with the lowest smoothed loss"
 RULES = {
     "learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to {LR_END:g}: {RULE}",
-    "head": "the highest validation accuracy at each head's best epoch, ties by the lower "
-            "validation cross-entropy (without weight decay's penalty); each head after the "
-            f"first stops from epoch {SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) "
-            "once its best cross-entropy is above the best head's over as many epochs",
-    "weight_decay": "the linear head's: 1 / (2 C N), C chosen on validation as the logistic "
-                    "regression's (accuracy, ties by log loss)",
+    "head": "the highest validation accuracy at each head's best epoch (the chapter's "
+            "settings: their last), ties by the lower validation cross-entropy (without weight "
+            "decay's penalty); the hidden-layer heads stop from epoch "
+            f"{SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) once their best "
+            "cross-entropy is above the best head's over as many epochs; the chapter's "
+            f"settings are fitted when their {TrainConfig.epochs} epochs read at most "
+            f"{CHAPTER_BUDGET:.0e} feature values",
+    "weight_decay": "the linear head is the logistic regression: C chosen on validation "
+                    "(accuracy, ties by log loss), its weight decay 1 / (2 C N); it starts "
+                    f"from scikit-learn's solution and runs {KEEP_EPOCHS} epoch at "
+                    f"{KEEP_RATE:g}, which leaves it as it is",
     "epochs": f"the chosen head's best epoch + the patience ({PATIENCE}); early stopping on "
               "the validation loss keeps the best epoch"}
 
@@ -162,7 +181,8 @@ def head_settings(head: str, config: TrainConfig, weight_decay: float) -> dict:
             "dropout": config.dropout, "standardize": False, "weight_decay": 0.0}
 
 
-def choose_weight_decay(train: tuple, validation: tuple, seed: int) -> dict:
+def choose_weight_decay(train: tuple, validation: tuple, seed: int,
+                        class_weight: dict | None = None) -> dict:
     """The linear head's L2 factor as the logistic regression's C is chosen (baseline.py: the
     C grid, by validation accuracy, ties by log loss), on the same averaged, standardized
     features. scikit-learn minimises C · Σ loss + ½‖w‖², that is mean loss + ‖w‖² / (2 C N):
@@ -170,9 +190,10 @@ def choose_weight_decay(train: tuple, validation: tuple, seed: int) -> dict:
     from .baseline import fit_baseline  # scikit-learn: imported when a search runs
 
     started = time.process_time()
-    model, tried = fit_baseline(train, validation, seed=seed)
+    model, tried = fit_baseline(train, validation, seed=seed, class_weight=class_weight)
     c = float(model[-1].C)
     return {"C": c, "weight_decay": 1 / (2 * c * len(train[1])), "tried": tried,
+            "class_weight": class_weight and {str(k): w for k, w in class_weight.items()},
             "cpu_seconds": round(time.process_time() - started, 2)}
 
 
@@ -237,6 +258,57 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
             "class_weight": weights and {str(k): w for k, w in weights.items()}}  # JSON's keys
 
 
+def logistic_candidate(decay: dict) -> dict:
+    """The linear head as the search scores it: the logistic regression at the C chosen, its
+    validation accuracy and log loss (the head starts as it, start_from_logistic)."""
+    scored = next(t for t in decay["tried"] if t["C"] == decay["C"])
+    return {"head": "linear", "pooling": "avg", "dense_units": 0, "standardize": True,
+            "weight_decay": decay["weight_decay"], "learning_rate": KEEP_RATE,
+            "start": "logistic regression", "range_test": None, "best_epoch": KEEP_EPOCHS,
+            "epochs_run": KEEP_EPOCHS, "val_loss": scored["val_loss"],
+            "val_accuracy": scored["val_accuracy"], "val_losses": [scored["val_loss"]],
+            "stopped_behind": None, "cpu_seconds": decay["cpu_seconds"],
+            "class_weight": decay.get("class_weight")}
+
+
+def chapter_settings() -> dict:
+    """The chapter's head and training, the TrainConfig defaults, as settings to choose."""
+    return {"pooling": "flatten", "dense_units": TrainConfig.dense_units,
+            "dropout": TrainConfig.dropout, "standardize": False, "weight_decay": 0.0,
+            "learning_rate": TrainConfig.learning_rate, "epochs": TrainConfig.epochs,
+            "early_stopping_patience": None, "monitor": "last"}
+
+
+def chapter_cost(train_features) -> float:
+    """Feature values the chapter candidate's epochs read (CHAPTER_BUDGET)."""
+    return float(len(train_features) * math.prod(train_features.shape[1:]) * TrainConfig.epochs)
+
+
+def try_chapter(config: TrainConfig, train, validation, num_classes: int) -> dict:
+    """The chapter's settings on the flattened features (`train`, `validation`): all their
+    epochs, scored on validation once, at the last (the epoch their runs keep)."""
+    from .training import ViewBank  # training imports this module
+
+    started = time.process_time()
+    config = replace(config, **chapter_settings())
+    weights = class_weights(train[1], num_classes, config.class_weight)
+    model = _fresh_head(config, train[0], num_classes)
+    compile_model(model, num_classes, config.learning_rate, jit_compile=False,
+                  steps_per_execution=STEPS_PER_EXECUTION)
+    data = ViewBank(*train, 1, config.batch_size, config.seed)
+    model.fit(data, epochs=config.epochs, class_weight=weights, verbose=0)
+    checks = FeatureBatches(*validation, VALIDATION_BATCH,
+                            _validation_weights(validation[1], weights))
+    scores = model.evaluate(checks, verbose=0, return_dict=True)
+    return {"head": "chapter", "pooling": "flatten", "dense_units": config.dense_units,
+            "standardize": False, "weight_decay": 0.0, "learning_rate": config.learning_rate,
+            "range_test": None, "best_epoch": config.epochs, "epochs_run": config.epochs,
+            "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
+            "val_losses": [float(scores["loss"])], "stopped_behind": None,
+            "cpu_seconds": round(time.process_time() - started, 2),
+            "class_weight": weights and {str(k): w for k, w in weights.items()}}
+
+
 def _rank(tried: dict) -> tuple[float, float]:
     """The better head first: higher validation accuracy, then lower cross-entropy."""
     return -tried["val_accuracy"], tried["val_loss"]
@@ -255,30 +327,79 @@ def search(config: TrainConfig, train, validation, num_classes: int, screen: boo
     averaged = [(search_inputs("avg", split[0]), split[1]) for split in (train, validation)]
     inputs = {"avg": averaged, "flatten": (train, validation)}
     configs = {head: replace(config, **head_settings(head, config, 0.0)) for head in HEADS}
+    weights = class_weights(train[1], num_classes, config.class_weight)
     with ThreadPoolExecutor(max_workers=1) as pool:
         # scikit-learn's C choice runs beside the hidden-layer heads' range tests, which do not
         # need it: their small steps leave part of the 2 cores idle (1,000 photos: 1.6-1.9 s
         # CPU hidden). Every model is seeded when built: the order changes no result.
         pending = pool.submit(choose_weight_decay,
-                              *[(x.reshape(len(x), -1), y) for x, y in averaged], config.seed)
+                              *[(x.reshape(len(x), -1), y) for x, y in averaged], config.seed,
+                              weights)
         ranges = {head: head_range_test(configs[head], inputs[configs[head].pooling][0],
                                         num_classes) for head in HEADS if head != "linear"}
         decay = pending.result()
-    configs["linear"] = replace(config, **head_settings("linear", config,
-                                                        decay["weight_decay"]))
-    tried = []
-    for head in HEADS:
-        rival = min(tried, key=_rank) if screen and tried else None
+    tried = [logistic_candidate(decay)]
+    for head in HEADS[1:]:
+        rival = min(tried, key=_rank) if screen else None
         tried.append(try_head(head, configs[head], *inputs[configs[head].pooling], num_classes,
                               rival, ranges.get(head)))
+    skipped = []
+    if chapter_cost(train[0]) <= CHAPTER_BUDGET:
+        tried.append(try_chapter(config, train, validation, num_classes))
+    else:
+        skipped.append({"head": "chapter", "reason": (
+            f"its {TrainConfig.epochs} epochs would read {chapter_cost(train[0]):.1e} feature "
+            f"values, over the search's budget of {CHAPTER_BUDGET:.0e}")})
     chosen = min(tried, key=_rank)
-    return {"tried": tried, "weight_decay": decay, "chosen": {
-        **head_settings(chosen["head"], config, decay["weight_decay"]),
-        "learning_rate": chosen["learning_rate"],
-        "epochs": chosen["best_epoch"] + PATIENCE, "early_stopping_patience": PATIENCE,
-        "monitor": "val_loss"},
-        "rule": RULES, "seconds": round(time.perf_counter() - started, 2),
-        "cpu_seconds": round(time.process_time() - cpu, 2)}  # of this process: all its threads
+    return {"tried": tried, "skipped": skipped, "weight_decay": decay,
+            "chosen_head": chosen["head"], "chosen": chosen_settings(chosen, config, decay),
+            "rule": RULES, "seconds": round(time.perf_counter() - started, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2)}  # of this process: all its threads
+
+
+def chosen_settings(chosen: dict, config: TrainConfig, decay: dict) -> dict:
+    """The TrainConfig fields the chosen candidate sets: the chapter's as they are; the
+    linear head's one keeping epoch; a hidden-layer head's rate and early stopping."""
+    if chosen["head"] == "chapter":
+        return chapter_settings()
+    settings = head_settings(chosen["head"], config, decay["weight_decay"])
+    if chosen["head"] == "linear":
+        return {**settings, "learning_rate": KEEP_RATE, "epochs": KEEP_EPOCHS,
+                "early_stopping_patience": None, "monitor": "last"}
+    return {**settings, "learning_rate": chosen["learning_rate"],
+            "epochs": chosen["best_epoch"] + PATIENCE, "early_stopping_patience": PATIENCE,
+            "monitor": "val_loss"}
+
+
+def start_from_logistic(head: keras.Model, config: TrainConfig, features: np.ndarray,
+                        labels: np.ndarray, num_classes: int) -> bool:
+    """Set a recommended linear head to the logistic regression the search chose: the scaler's
+    means and variances into its Normalization layer, the coefficients into its output (one
+    sigmoid unit: the binary coefficients; softmax: the multinomial ones). Fitted again on the
+    run's averaged training features (`features`, (N, C)) at the chosen C, as the baseline
+    fits it (the same sample, lbfgs, deterministic). False, untouched, for any other head."""
+    from .baseline import fit_logistic, training_sample
+
+    found = config.recommendation or {}
+    if found.get("chosen_head") != "linear":
+        return False
+    rows = training_sample(len(labels), config.seed)
+    weights = class_weights(labels, num_classes, config.class_weight)
+    fitted = fit_logistic((features[rows], labels[rows]), found["weight_decay"]["C"],
+                          config.seed, weights)
+    set_logistic(head, fitted)
+    return True
+
+
+def set_logistic(head: keras.Model, fitted) -> None:
+    """Copy a fitted scaler + logistic regression pipeline into a standardizing linear head."""
+    scaler, logistic = fitted[0], fitted[-1]
+    layer = head.get_layer("standardize")
+    layer.adapt_mean.assign(scaler.mean_.reshape(layer.adapt_mean.shape))
+    layer.adapt_variance.assign((scaler.scale_ ** 2).reshape(layer.adapt_variance.shape))
+    layer.finalize_state()
+    head.get_layer("predictions").set_weights([logistic.coef_.T.astype("float32"),
+                                               logistic.intercept_.astype("float32")])
 
 
 def recommended_config(config: TrainConfig, train, validation, num_classes: int) -> TrainConfig:
@@ -293,6 +414,9 @@ def recommended_config(config: TrainConfig, train, validation, num_classes: int)
 
 def head_name(tried: dict) -> str:
     """A candidate head in words (a search recorded before the linear head names none)."""
+    if tried.get("head") == "chapter":
+        return (f"the chapter's settings (flatten → Dense {TrainConfig.dense_units}, RMSprop "
+                f"{TrainConfig.learning_rate:g}, {TrainConfig.epochs} epochs, the last kept)")
     if tried.get("head") == "linear":
         return f"linear head on averaged features (weight decay {tried['weight_decay']:.1e})"
     return f"{tried['pooling']} → Dense {tried.get('dense_units', TrainConfig.dense_units)}"
@@ -305,7 +429,9 @@ def range_test_figure(recommendation: dict):
 
     figure = go.Figure()
     for tried in recommendation["tried"]:
-        curve, name = tried["range_test"], tried.get("head", tried["pooling"])
+        curve, name = tried.get("range_test"), tried.get("head", tried["pooling"])
+        if not curve:  # the logistic regression and the chapter's settings: no range test
+            continue
         figure.add_trace(go.Scatter(x=curve["rates"], y=curve["losses"], mode="lines",
                                     name=f"{name}: smoothed loss"))
         # The chosen rate is a tenth of the minimum, between the sweep's points: interpolate.
@@ -330,18 +456,31 @@ def _stopped_text(tried: dict) -> str:
 def recommendation_lines(recommendation: dict) -> list[str]:
     """What was tried and what was chosen, in words, for the Curves page."""
     chosen, rule = recommendation["chosen"], recommendation["rule"]
-    lines = [f"{head_name(t)}: rate {t['learning_rate']:.1e}, best epoch {t['best_epoch']} of "
-             f"{t['epochs_run']}, validation loss {t['val_loss']:.4f}, accuracy "
-             f"{100 * t['val_accuracy']:.1f}%" + _stopped_text(t) for t in recommendation["tried"]]
+    lines = [_tried_line(t) for t in recommendation["tried"]]
+    lines += [f"{head_name(s)}: not tried, {s['reason']}." for s in
+              recommendation.get("skipped", [])]
     decay = recommendation.get("weight_decay")
     if decay:
         lines.append("Weight decay: C = " + ", ".join(
             f"{t['C']:g} ({100 * t['val_accuracy']:.1f}%)" for t in decay["tried"])
             + f" on validation; C = {decay['C']:g} chosen, so {decay['weight_decay']:.1e}.")
-    head = head_name({**chosen, "head": "linear" if chosen.get("dense_units") == 0 else None})
+    head = head_name({**chosen, "head": recommendation.get("chosen_head") or (
+        "linear" if chosen.get("dense_units") == 0 else None)})
     rules = "; ".join(f"{what.replace('_', ' ')}, {how}" for what, how in rule.items())
+    stopping = (f"early stopping with patience {chosen['early_stopping_patience']}"
+                if chosen.get("early_stopping_patience") else "the last epoch kept")
     lines.append(f"Chosen: {head} at {chosen['learning_rate']:.1e} for at most "
-                 f"{chosen['epochs']} epochs, early stopping with patience "
-                 f"{chosen['early_stopping_patience']} ({recommendation['seconds']:.0f} s of "
+                 f"{chosen['epochs']} epochs, {stopping} ({recommendation['seconds']:.0f} s of "
                  f"search). Rules: {rules}.")
     return lines
+
+
+def _tried_line(tried: dict) -> str:
+    scores = (f"validation loss {tried['val_loss']:.4f}, accuracy "
+              f"{100 * tried['val_accuracy']:.1f}%")
+    if tried.get("start"):  # the logistic regression itself: nothing trained by Keras
+        return f"{head_name(tried)}: the logistic regression fitted by scikit-learn, {scores}"
+    if tried.get("head") == "chapter":
+        return f"{head_name(tried)}: at its last epoch, {scores}"
+    return (f"{head_name(tried)}: rate {tried['learning_rate']:.1e}, best epoch "
+            f"{tried['best_epoch']} of {tried['epochs_run']}, {scores}" + _stopped_text(tried))

@@ -30,7 +30,7 @@ from .history import is_better
 from .precision import building_in, check_set
 from .precision import resolve as resolve_precision
 from .inputs import changed_file_error, image_dataset
-from .recommend import recommended_config
+from .recommend import recommended_config, start_from_logistic
 from .runs import Run, TrainConfig
 from .storage import os_error_in, save_model_atomic, write_failure, write_json_atomic
 from .strategies import (adapt_standardizer, build_base_for, build_full_model, build_head,
@@ -223,7 +223,11 @@ class _Session:
         (the cached, unaugmented ones: what the recommended search measured on)."""
         spec = feature_spec(self.config, 0, None, self.precision)
         found = self._features(FeatureCache(self.workspace), "train", spec)
-        adapt_standardizer(head, pooled(found.features))
+        features = pooled(found.features)
+        adapt_standardizer(head, features)
+        # A recommended linear head starts as the logistic regression the search chose.
+        start_from_logistic(head, self.config, features, np.asarray(found.labels),
+                            self.num_classes)
 
     def _from_scratch(self):
         """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
