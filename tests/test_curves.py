@@ -59,7 +59,7 @@ def head_only_run(n=4):
 
 
 def data_traces(fig):
-    return [t for t in fig.data if "best epoch" not in t.name]
+    return [t for t in fig.data if not t.name.endswith(("best epoch", "kept epoch"))]
 
 
 # --- smooth_curve ------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def test_table_keeps_its_columns_when_there_is_no_validation():
 def test_a_run_that_keeps_its_last_epoch_is_starred_there_though_val_loss_rose():
     fig = curves_figure({"last": fine_tune_run(), "best": fine_tune_run()}, metric="loss",
                         monitors={"last": "last", "best": "val_loss"})
-    stars = {t.name: list(t.x) for t in fig.data if t.name.endswith("best epoch")}
-    assert stars == {"last · best epoch": [5], "best · best epoch": [4]}
+    stars = {t.name: list(t.x) for t in fig.data if t.name.endswith(("best epoch", "kept epoch"))}
+    assert stars == {"last · kept epoch": [5], "best · best epoch": [4]}
     assert any(a.text == "last: last epoch 5 (kept)" for a in fig.layout.annotations)
     assert best_epoch(fine_tune_run(), monitor="last")["global_epoch"] == 5

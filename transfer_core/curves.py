@@ -192,7 +192,7 @@ def curves_figure(
                 x=[best_x],
                 y=[best_value],
                 mode="markers",
-                name=f"{name} · best epoch",
+                name=f"{name} · {'kept' if rule == 'last' else 'best'} epoch",
                 legendgroup=name,
                 marker={"color": colour, "symbol": "star", "size": 16,
                         "line": {"width": 1, "color": "white"}},
