@@ -152,5 +152,38 @@ def test_a_feature_extraction_run_is_scored_beside_a_logistic_regression(trained
     assert "earns its keep" in text or "does no better" in text or "does not earn" in text
 
 
+def test_the_baseline_scored_in_chunks_equals_the_whole_split_scores(trained):
+    """Validation and test are scored a few photos at a time (memory flat in the dataset's
+    size): the same C, accuracies and losses as fitting and scoring on the whole pooled
+    arrays, with chunks of 2 photos that leave a shorter last chunk."""
+    from sklearn.metrics import accuracy_score
+
+    from transfer_core import baseline as linear
+    from transfer_core.datasets import load_manifest
+    from transfer_core.feature_rows import pooled
+    from transfer_core.features import FeatureCache
+    from transfer_core.training import feature_spec
+
+    run = trained["runs"]["feature_extraction"]
+    manifest, spec = load_manifest(run.config.manifest), feature_spec(run.config)
+    cache = FeatureCache(run.folder.parent.parent)
+
+    def whole(name):
+        found = cache.extract(manifest, name, spec)
+        return pooled(found.features), np.asarray(found.labels)
+
+    train, validation, test = whole("train"), whole("validation"), whole("test")
+    assert len(test[1]) % 2 == 1 or len(validation[1]) % 2 == 1  # a shorter last chunk
+    model, tried = linear.fit_baseline(train, validation, seed=run.config.seed)
+    chunked = linear.baseline(run, chunk_rows=2)
+    assert chunked["C"] == model[-1].C
+    assert chunked["accuracy"] == float(accuracy_score(test[1], model.predict(test[0])))
+    assert [t["C"] for t in chunked["tried"]] == [t["C"] for t in tried]
+    assert [t["val_accuracy"] for t in chunked["tried"]] == [t["val_accuracy"] for t in tried]
+    assert [t["val_loss"] for t in chunked["tried"]] == pytest.approx(
+        [t["val_loss"] for t in tried], rel=1e-9)
+    assert chunked["images"] == len(test[1]) and chunked["val_images"] == len(validation[1])
+
+
 def test_runs_that_train_on_augmented_views_have_no_baseline(trained):
     assert evaluate(trained["runs"]["fine_tune"])["baseline"] is None

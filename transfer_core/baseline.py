@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .datasets import load_manifest
-from .feature_rows import pooled  # in chunks: a cached split is never read whole
+from .feature_rows import CHUNK_ROWS, pooled  # in chunks: a split is never read whole
 from .features import FeatureCache
 from .runs import Run, TrainConfig
 
@@ -70,9 +70,49 @@ def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: in
     return best, tried
 
 
-def baseline(run: Run, split: str = "test", workspace=None) -> dict | None:
+def pooled_chunks(features: np.ndarray, labels: np.ndarray, size: int = CHUNK_ROWS):
+    """(pooled rows, labels) of a cached split, `size` photos at a time, in order: scoring
+    holds one chunk, not the split (10,000 pooled photos are 51 MB, and the scaler copies them)."""
+    for start in range(0, len(labels), size):
+        rows = np.arange(start, min(start + size, len(labels)))
+        yield pooled(features, rows=rows), labels[start:start + size]
+
+
+def chunked_accuracy(model, chunks) -> tuple[float, int]:
+    """The model's accuracy on (pooled rows, labels) chunks, and the photos scored."""
+    correct = photos = 0
+    for x, y in chunks:
+        correct += int(np.count_nonzero(model.predict(x) == y))
+        photos += len(y)
+    return correct / photos, photos
+
+
+def choose_on_chunks(models: list, chunks) -> tuple[int, list[dict]]:
+    """The index of the model that fit_baseline would choose (best validation accuracy,
+    ties: the lower log loss, then the first) and each one's scores, from one pass over
+    the validation chunks: only the class probabilities (photos × classes) are kept whole."""
+    correct, probabilities, labels = [0] * len(models), [[] for _ in models], []
+    for x, y in chunks:
+        labels.append(y)
+        for i, model in enumerate(models):
+            correct[i] += int(np.count_nonzero(model.predict(x) == y))
+            probabilities[i].append(model.predict_proba(x))
+    y = np.concatenate(labels)
+    scores = [(correct[i] / len(y), float(log_loss(y, np.concatenate(probabilities[i]),
+                                                   labels=model.classes_)))
+              for i, model in enumerate(models)]
+    tried = [{"C": model[-1].C, "val_accuracy": accuracy, "val_loss": loss}
+             for model, (accuracy, loss) in zip(models, scores)]
+    best = min(range(len(models)), key=lambda i: (-scores[i][0], scores[i][1], i))
+    return best, tried
+
+
+def baseline(run: Run, split: str = "test", workspace=None,
+             chunk_rows: int = CHUNK_ROWS) -> dict | None:
     """The logistic regression's validation and `split` accuracy on the run's pooled features;
-    None for a strategy whose features are not the plain cached ones."""
+    None for a strategy whose features are not the plain cached ones. The training sample is
+    pooled whole (at most MAX_TRAIN_PHOTOS); validation and `split` are scored `chunk_rows`
+    photos at a time, so this memory stays flat in the dataset's size."""
     from .training import feature_spec  # training imports much; only needed here
 
     config = run.config
@@ -83,24 +123,34 @@ def baseline(run: Run, split: str = "test", workspace=None) -> dict | None:
     cache = FeatureCache(workspace or run.folder.parent.parent)
     spec = feature_spec(config)
 
-    def split_data(name, sample=False):
+    def split_features(name):
         if not manifest.files(name)[0]:
             return None
         features = cache.extract(manifest, name, spec)
-        labels = np.asarray(features.labels)
-        rows = training_sample(len(labels), config.seed) if sample else None
-        return pooled(features.features, rows=rows), labels if rows is None else labels[rows]
+        return features.features, np.asarray(features.labels)
 
-    train = split_data("train", sample=True)
-    validation, scored = split_data("validation"), split_data(split)
-    model, tried = fit_baseline(train, validation, seed=config.seed)
+    def chunks(found):
+        return pooled_chunks(*found, size=chunk_rows)
+
+    features, labels = split_features("train")
+    rows = training_sample(len(labels), config.seed)
+    train = pooled(features, rows=rows), labels[rows]
+    train_images = len(train[1])
+    validation, scored = split_features("validation"), split_features(split)
+    if validation is None:
+        model, tried = fit_baseline(train, None, seed=config.seed)
+    else:
+        models = [fit_logistic(train, c, config.seed) for c in C_GRID]
+        best, tried = choose_on_chunks(models, chunks(validation))
+        model = models[best]
+    del train  # the sample's pooled rows are not needed to score
     chosen = model[-1].C
+    accuracy, images = chunked_accuracy(model, chunks(scored))
     result = {"model": "logistic regression on the spatially averaged features",
-              "C": chosen, "tried": tried, "split": split,
-              "accuracy": float(accuracy_score(scored[1], model.predict(scored[0]))),
-              "images": int(len(scored[1])), "train_images": int(len(train[1]))}
+              "C": chosen, "tried": tried, "split": split, "accuracy": float(accuracy),
+              "images": int(images), "train_images": int(train_images)}
     if validation is not None:
-        result["val_accuracy"] = next(t["val_accuracy"] for t in tried if t["C"] == chosen)
+        result["val_accuracy"] = tried[best]["val_accuracy"]
         result["val_images"] = int(len(validation[1]))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
