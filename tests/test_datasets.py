@@ -179,6 +179,17 @@ def test_manifest_round_trip_and_folder_layout(folder_dataset, workspace, tmp_pa
     assert Image.open(out / "test" / "red" / linked[0]).size == (32, 32)
 
 
+def test_a_saved_manifest_is_the_indented_json_of_its_rows(workspace):
+    """The manifest is written piece by piece (its memory stays small at 100,000 photos): the
+    same indented text as json.dumps, names outside ASCII included, and it reads back."""
+    report = _kaggle_report(7)
+    report.images[0] = ImageEntry("/data/chat é☃/cat.0.jpg", "cat")
+    manifest = split(report, SplitRequest(fractions=(0.6, 0.2, 0.2), seed=1))
+    path = manifest.save(workspace, "indented")
+    assert path.read_bytes() == json.dumps(manifest.to_dict(), indent=1).encode()
+    assert load_manifest(path).rows == manifest.rows
+
+
 def test_a_file_that_is_not_a_manifest_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")

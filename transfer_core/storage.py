@@ -90,8 +90,14 @@ def write_json_in_place(path: str | Path, data) -> Path:
     return Path(path)
 
 
-def _json_bytes(data) -> bytes:
-    return json.dumps(data, indent=1, default=str).encode()
+def _json_bytes(data) -> bytearray:
+    """json.dumps(data, indent=1, default=str), encoded, byte for byte, gathered piece by piece:
+    with an indent, dumps joins a list of every small piece (several times the text: 8 MB
+    for a manifest of 8,000 photos whose text is 0.8 MB), and a str copied into bytes."""
+    out = bytearray()
+    for piece in json.JSONEncoder(indent=1, default=str).iterencode(data):
+        out += piece.encode()
+    return out
 
 
 def read_json(path: str | Path, default=None):
