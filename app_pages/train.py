@@ -370,8 +370,11 @@ def show_run(run: Run):
     records = run.epochs()
     if records:
         left, right = st.columns(2)
-        left.plotly_chart(curves_figure({run.name: records}, "accuracy"), key="live_acc")
-        right.plotly_chart(curves_figure({run.name: records}, "loss"), key="live_loss")
+        monitor = run.config.monitor  # the star marks the epoch this run keeps
+        left.plotly_chart(curves_figure({run.name: records}, "accuracy", monitor=monitor),
+                          key="live_acc")
+        right.plotly_chart(curves_figure({run.name: records}, "loss", monitor=monitor),
+                           key="live_loss")
     if run.has_usable_model():
         tested = ui.test_accuracy_text(run)
         if tested:

@@ -486,6 +486,9 @@ def test_train_page_starts_a_run_that_finishes_and_shows_its_curves(on_trained):
     figures = charts(at)
     assert {"live_acc", "live_loss"} <= figures.keys()
     assert any(name.endswith("validation · raw") for name in trace_names(figures["live_acc"]))
+    # The star marks the epoch the run keeps: the last of 3, by the chapter's rule
+    [star] = [t for t in figures["live_loss"]["data"] if t["name"] == f"{run.name} · kept epoch"]
+    assert star["x"] == [3]
     assert [(link.value, link_target(at, link)) for link in at.main.page_link] == [
         ("See the curves", PAGES["curves"]), ("Evaluate on the test set", PAGES["evaluate"]),
         ("Predict on your photos", PAGES["predict"])]
