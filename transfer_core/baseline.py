@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -55,19 +55,11 @@ def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: in
     """The fitted pipeline (scaler + logistic regression) and the C tried with their
     validation accuracy and loss. `train` and `validation` are (pooled features, labels);
     `class_weight` weighs the training loss, as Keras' does (None: every photo alike)."""
-    tried, best, best_key = [], None, None
-    for c in (c_grid if validation is not None else (1.0,)):
-        model = fit_logistic(train, c, seed, class_weight)
-        if validation is None:
-            return model, [{"C": c}]
-        x, y = validation
-        accuracy = float(accuracy_score(y, model.predict(x)))
-        loss = float(log_loss(y, model.predict_proba(x), labels=model.classes_))
-        tried.append({"C": c, "val_accuracy": accuracy, "val_loss": loss})
-        key = (-accuracy, loss)
-        if best_key is None or key < best_key:
-            best, best_key = model, key
-    return best, tried
+    if validation is None:
+        return fit_logistic(train, 1.0, seed, class_weight), [{"C": 1.0}]
+    models = [fit_logistic(train, c, seed, class_weight) for c in c_grid]
+    best, tried = choose_on_chunks(models, [validation])  # the whole split as one chunk
+    return models[best], tried
 
 
 def pooled_chunks(features: np.ndarray, labels: np.ndarray, size: int = CHUNK_ROWS):

@@ -165,9 +165,17 @@ class _BehindAtEqualEpochs(keras.callbacks.Callback):
             self.model.stop_training, self.stopped_after = True, done
 
 
-def _validation_weights(y, weights):
-    return None if weights is None else np.asarray([weights.get(int(label), 1.0) for label in y],
-                                                    "float32")
+def _validation_batches(validation, weights) -> FeatureBatches:
+    """The validation split read in large batches, each photo weighed as in training."""
+    y = validation[1]
+    sample_weights = (None if weights is None else
+                      np.asarray([weights.get(int(label), 1.0) for label in y], "float32"))
+    return FeatureBatches(*validation, VALIDATION_BATCH, sample_weights)
+
+
+def _json_weights(weights: dict | None) -> dict | None:
+    """Class weights as a config records them: JSON's keys are strings."""
+    return weights and {str(k): w for k, w in weights.items()}
 
 
 def head_settings(head: str, config: TrainConfig, weight_decay: float) -> dict:
@@ -193,7 +201,7 @@ def choose_weight_decay(train: tuple, validation: tuple, seed: int,
     model, tried = fit_baseline(train, validation, seed=seed, class_weight=class_weight)
     c = float(model[-1].C)
     return {"C": c, "weight_decay": 1 / (2 * c * len(train[1])), "tried": tried,
-            "class_weight": class_weight and {str(k): w for k, w in class_weight.items()},
+            "class_weight": _json_weights(class_weight),
             "cpu_seconds": round(time.process_time() - started, 2)}
 
 
@@ -240,8 +248,7 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
     scores = _BehindAtEqualEpochs(rival and rival["val_losses"], after)
     callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE), scores]
     data = ViewBank(*train, 1, config.batch_size, config.seed)
-    checks = FeatureBatches(*validation, VALIDATION_BATCH,
-                            _validation_weights(validation[1], weights))
+    checks = _validation_batches(validation, weights)
     history = head_model.fit(data, validation_data=checks, epochs=MAX_EPOCHS,
                              class_weight=weights, verbose=0, callbacks=callbacks).history
     best = int(np.argmin(history["val_loss"]))  # the epoch the run's early stopping keeps
@@ -255,7 +262,7 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
             "val_losses": [round(v, 5) for v in scores.losses],
             "stopped_behind": scores.stopped_after,
             "cpu_seconds": round(time.process_time() - started, 2),
-            "class_weight": weights and {str(k): w for k, w in weights.items()}}  # JSON's keys
+            "class_weight": _json_weights(weights)}
 
 
 def logistic_candidate(decay: dict) -> dict:
@@ -297,8 +304,7 @@ def try_chapter(config: TrainConfig, train, validation, num_classes: int) -> dic
                   steps_per_execution=STEPS_PER_EXECUTION)
     data = ViewBank(*train, 1, config.batch_size, config.seed)
     model.fit(data, epochs=config.epochs, class_weight=weights, verbose=0)
-    checks = FeatureBatches(*validation, VALIDATION_BATCH,
-                            _validation_weights(validation[1], weights))
+    checks = _validation_batches(validation, weights)
     scores = model.evaluate(checks, verbose=0, return_dict=True)
     return {"head": "chapter", "pooling": "flatten", "dense_units": config.dense_units,
             "standardize": False, "weight_decay": 0.0, "learning_rate": config.learning_rate,
@@ -306,7 +312,7 @@ def try_chapter(config: TrainConfig, train, validation, num_classes: int) -> dic
             "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
             "val_losses": [float(scores["loss"])], "stopped_behind": None,
             "cpu_seconds": round(time.process_time() - started, 2),
-            "class_weight": weights and {str(k): w for k, w in weights.items()}}
+            "class_weight": _json_weights(weights)}
 
 
 def _rank(tried: dict) -> tuple[float, float]:

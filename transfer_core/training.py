@@ -224,10 +224,11 @@ class _Session:
         spec = feature_spec(self.config, 0, None, self.precision)
         found = self._features(FeatureCache(self.workspace), "train", spec)
         features = pooled(found.features)
-        adapt_standardizer(head, features)
-        # A recommended linear head starts as the logistic regression the search chose.
-        start_from_logistic(head, self.config, features, np.asarray(found.labels),
-                            self.num_classes)
+        # A recommended linear head starts as the logistic regression the search chose, whose
+        # scaler sets the same means and variances: adapting first would be a wasted pass.
+        if not start_from_logistic(head, self.config, features, np.asarray(found.labels),
+                                   self.num_classes):
+            adapt_standardizer(head, features)
 
     def _from_scratch(self):
         """The chapter's convnet from random weights, augmented on the fly: nothing is frozen,
