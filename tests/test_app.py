@@ -487,7 +487,7 @@ def test_train_page_starts_a_run_that_finishes_and_shows_its_curves(on_trained):
     assert {"live_acc", "live_loss"} <= figures.keys()
     assert any(name.endswith("validation · raw") for name in trace_names(figures["live_acc"]))
     # The star marks the epoch the run keeps: the last of 3, by the chapter's rule
-    [star] = [t for t in figures["live_loss"]["data"] if t["name"] == f"{run.name} · kept epoch"]
+    [star] = [t for t in figures["live_loss"]["data"] if t["name"] == "kept epoch"]
     assert star["x"] == [3]
     assert [(link.value, link_target(at, link)) for link in at.main.page_link] == [
         ("See the curves", PAGES["curves"]), ("Evaluate on the test set", PAGES["evaluate"]),
@@ -607,10 +607,10 @@ def test_curves_page_shows_accuracy_and_loss_raw_and_smoothed_and_a_csv(on_train
         assert figures[f"{metric}_chart"]["layout"]["title"]["text"] == \
             f"Training and validation {metric}"
         for split in ("training", "validation"):
-            assert f"{run.name} · {split} · raw" in names
-            assert f"{run.name} · {split} · smoothed" in names
+            assert f"{split} · raw" in names
+            assert f"{split} · smoothed" in names
         raw = next(t for t in figures[f"{metric}_chart"]["data"]
-                   if t["name"] == f"{run.name} · training · raw")
+                   if t["name"] == "training · raw")
         assert len(raw["y"]) == 3, "one point per epoch"
     # The chapter's rule, the default: the last of the 3 epochs is the model kept
     assert any(c.startswith(f"{run.name}: epoch 3 ") and "keeps the last epoch's model" in c

@@ -125,21 +125,21 @@ def test_phase_boundary_lies_between_last_head_and_first_fine_tune_epoch():
 
 # --- the figure ----------------------------------------------------------------------------
 
-def test_one_run_has_raw_dots_smoothed_lines_and_a_best_star():
+def test_one_run_has_raw_dots_smoothed_lines_and_a_best_star_named_without_the_run():
     fig = curves_figure({"vgg16-ft": fine_tune_run()})
     names = [t.name for t in fig.data]
     assert sorted(names) == sorted([
-        "vgg16-ft · training · raw",
-        "vgg16-ft · training · smoothed",
-        "vgg16-ft · validation · raw",
-        "vgg16-ft · validation · smoothed",
-        "vgg16-ft · best epoch",
+        "training · raw",
+        "training · smoothed",
+        "validation · raw",
+        "validation · smoothed",
+        "best epoch",
     ])
     by_name = {t.name: t for t in fig.data}
-    assert by_name["vgg16-ft · validation · raw"].mode == "markers"
-    assert by_name["vgg16-ft · validation · smoothed"].mode == "lines"
-    assert list(by_name["vgg16-ft · validation · raw"].x) == [1, 2, 3, 4, 5]
-    assert list(by_name["vgg16-ft · validation · raw"].y) == [0.60, 0.70, 0.72, 0.85, 0.90]
+    assert by_name["validation · raw"].mode == "markers"
+    assert by_name["validation · smoothed"].mode == "lines"
+    assert list(by_name["validation · raw"].x) == [1, 2, 3, 4, 5]
+    assert list(by_name["validation · raw"].y) == [0.60, 0.70, 0.72, 0.85, 0.90]
     assert fig.layout.title.text == "Training and validation accuracy"
     assert fig.layout.xaxis.title.text == "epoch"
     assert fig.layout.yaxis.title.text == "accuracy"
@@ -149,16 +149,16 @@ def test_one_run_has_raw_dots_smoothed_lines_and_a_best_star():
 def test_training_and_validation_share_the_run_colour_but_not_the_line_style():
     fig = curves_figure({"run": fine_tune_run()})
     by_name = {t.name: t for t in fig.data}
-    train, val = by_name["run · training · smoothed"], by_name["run · validation · smoothed"]
+    train, val = by_name["training · smoothed"], by_name["validation · smoothed"]
     assert train.line.color == val.line.color
     assert train.line.dash != val.line.dash
-    assert (by_name["run · training · raw"].marker.symbol
-            != by_name["run · validation · raw"].marker.symbol)
+    assert (by_name["training · raw"].marker.symbol
+            != by_name["validation · raw"].marker.symbol)
 
 
 def test_smoothed_line_restarts_when_fine_tuning_starts():
     fig = curves_figure({"run": fine_tune_run()}, metric="loss", factor=0.5)
-    line = next(t for t in fig.data if t.name == "run · training · smoothed")
+    line = next(t for t in fig.data if t.name == "training · smoothed")
     head = smooth_curve([0.90, 0.70, 0.60], 0.5)
     fine = smooth_curve([0.40, 0.30], 0.5)
     assert list(line.y) == pytest.approx(head + fine)
@@ -190,7 +190,7 @@ def test_phase_boundary_is_a_dashed_vertical_line_labelled_fine_tuning():
 
 def test_best_epoch_by_val_loss_is_starred_on_the_validation_curve():
     fig = curves_figure({"run": fine_tune_run()}, metric="accuracy")
-    star = next(t for t in fig.data if t.name == "run · best epoch")
+    star = next(t for t in fig.data if t.name == "best epoch")
     assert star.marker.symbol == "star"
     # val_loss is lowest at epoch 4, even though val_accuracy peaks at 5
     assert list(star.x) == [4] and list(star.y) == [0.85]
@@ -210,7 +210,7 @@ def test_raw_only_and_smoothed_only_switch_trace_sets():
 def test_run_without_validation_split_has_no_empty_validation_traces():
     records = [epoch(1, loss=0.5, accuracy=0.7), epoch(2, loss=0.4, accuracy=0.8)]
     fig = curves_figure({"run": records})
-    assert [t.name for t in fig.data] == ["run · training · raw", "run · training · smoothed"]
+    assert [t.name for t in fig.data] == ["training · raw", "training · smoothed"]
 
 
 @pytest.mark.parametrize("runs", [{}, {"run": []}, {"run": [progress(1, 1), progress(1, 2)]}])

@@ -150,6 +150,10 @@ def curves_figure(
         if not epochs:
             continue
         colour = _RUN_COLOURS[index % len(_RUN_COLOURS)]
+        # One run: its name is already the page's heading; repeated in every legend entry it
+        # only made the legend five long lines.
+        shown_run = f"{name} · " if several else ""
+
         x = [_global_epoch(r) for r in epochs]
         phase_info = [[r.get("phase_name") or "", r.get("epoch")] for r in epochs]
         hover = (
@@ -168,7 +172,7 @@ def curves_figure(
                 fig.add_trace(go.Scatter(
                     y=raw,
                     mode="markers",
-                    name=f"{name} · {split} · raw",
+                    name=f"{shown_run}{split} · raw",
                     marker={"color": colour, "symbol": symbol, "size": 7},
                     opacity=0.5 if show_smoothed else 1.0,
                     **common,
@@ -178,7 +182,7 @@ def curves_figure(
                 fig.add_trace(go.Scatter(
                     y=smooth,
                     mode="lines",
-                    name=f"{name} · {split} · smoothed",
+                    name=f"{shown_run}{split} · smoothed",
                     line={"color": colour, "dash": dash, "width": 2},
                     **common,
                 ))
@@ -192,7 +196,7 @@ def curves_figure(
                 x=[best_x],
                 y=[best_value],
                 mode="markers",
-                name=f"{name} · {'kept' if rule == 'last' else 'best'} epoch",
+                name=f"{shown_run}{'kept' if rule == 'last' else 'best'} epoch",
                 legendgroup=name,
                 marker={"color": colour, "symbol": "star", "size": 16,
                         "line": {"width": 1, "color": "white"}},
