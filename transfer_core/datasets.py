@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -17,13 +18,17 @@ import random
 import re
 import shutil
 import time
-from collections import Counter
+from array import array
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from . import config, duplicates
+from .compact import FileTable, StringTable, natural_order
 from .duplicates import DuplicatePair, FingerprintStore, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
 from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
@@ -50,6 +55,31 @@ class ImageEntry:
     split: str | None = None  # "train", "validation" or "test" in the split-folders layout
 
 
+class ImageTable(FileTable):
+    """A scan's images held compactly (compact.FileTable): a sequence of ImageEntry."""
+
+    @staticmethod
+    def _fields(item) -> tuple:
+        return item.path, item.label, item.split
+
+    @staticmethod
+    def _item(path: str, label: str, split: str | None) -> ImageEntry:
+        return ImageEntry(path, label, split)
+
+
+class PathList(Sequence):
+    """The paths of a FileTable, as a read-only sequence made on access."""
+
+    def __init__(self, table: FileTable):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> str:
+        return self.table.path(range(len(self.table))[index])
+
+
 @dataclass
 class ScanReport:
     """What a scan found: usable images per class and every skipped file with its reason."""
@@ -57,7 +87,7 @@ class ScanReport:
     root: str
     layout: str  # "folders", "kaggle" or "split-folders"
     classes: list[str]
-    images: list[ImageEntry]
+    images: Sequence[ImageEntry]  # an ImageTable from `scan` (a list works too)
     skipped: list[dict] = field(default_factory=list)  # {"path", "label", "reason"}
     seconds: float = 0.0
     ignored: int = 0  # files not named as pictures (.txt, .csv, hidden files): counted only
@@ -74,13 +104,14 @@ class ScanReport:
 
     def counts_per_split(self) -> dict[str, dict[str, int]]:
         """Usable images per split folder and class (split-folders layout only)."""
-        counter = Counter((entry.split, entry.label) for entry in self.images)
-        return {s: {name: counter.get((s, name), 0) for name in self.classes}
-                for s in self.split_folders}
+        splits = list(self.split_folders)
+        counter = _pair_counts(ImageTable.of(self.images), splits, self.classes)
+        return {s: {name: int(counter[i, k]) for k, name in enumerate(self.classes)}
+                for i, s in enumerate(splits)}
 
     def counts(self) -> dict[str, int]:
-        counter = Counter(entry.label for entry in self.images)
-        return {name: counter.get(name, 0) for name in self.classes}
+        counter = _pair_counts(ImageTable.of(self.images), [None], self.classes, any_split=True)
+        return {name: int(counter[0, k]) for k, name in enumerate(self.classes)}
 
     def skipped_counts(self) -> dict[str, int]:
         counter = Counter(item["label"] for item in self.skipped)
@@ -96,12 +127,25 @@ class ScanReport:
                 "counts_per_split": self.counts_per_split(), "notes": self.notes}
 
 
+def _pair_counts(table: FileTable, splits: list, labels: list[str],
+                 any_split: bool = False) -> np.ndarray:
+    """counts[i, k]: the files of split splits[i] and label labels[k] (every split in row 0
+    when `any_split`), from the table's numbers: no object per file."""
+    label_codes = table.label_codes(labels)
+    split_codes = np.zeros(len(table), np.int64) if any_split else table.split_codes(splits)
+    known = (label_codes >= 0) & (split_codes >= 0)
+    cells = split_codes[known] * len(labels) + label_codes[known]
+    counts = np.bincount(cells, minlength=len(splits) * len(labels))
+    return counts.reshape(len(splits), len(labels))
+
+
 def natural_key(text: str) -> list:
-    """Sort key where digit runs compare as numbers: cat.2 < cat.10."""
+    """Sort key where digit runs compare as numbers: cat.2 < cat.10 (compact.natural_order
+    sorts many names by it without a list of keys)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str, list[ImageEntry]]:
+def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str, ImageTable]:
     """All image files under `root` with their labels, in natural order; and the layout name.
 
     A root that holds nothing but one folder is descended into (an unpacked zip's top folder).
@@ -127,12 +171,12 @@ def scan(root: str | Path, workers: int | None = None,
     found = _Walk(roots).dataset(checked_root)
     entries = found.entries
     with FingerprintStore() as prints:
-        reasons = _check_all([entry.path for entry in entries], prints, workers, progress)
-        usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
-        pairs = prints.pairs([entry.path for entry in usable])
-    skipped = found.skipped + [{"path": entry.path, "label": entry.label, "reason": reason}
-                               for entry, reason in zip(entries, reasons) if reason is not None]
-    labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
+        reasons = _check_all(entries.paths(), len(entries), prints, workers, progress)
+        usable = entries.take(i for i in range(len(entries)) if i not in reasons)
+        pairs = prints.pairs(PathList(usable))
+    skipped = found.skipped + [{"path": entries.path(i), "label": entries[i].label,
+                                "reason": reason} for i, reason in reasons.items()]
+    labels = set(entries.present_labels()) | {item["label"] for item in found.skipped}
     classes = sorted(labels - {""}, key=natural_key)
     report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
                         time.perf_counter() - started, found.ignored, pairs,
@@ -150,15 +194,15 @@ def scan(root: str | Path, workers: int | None = None,
 
 
 def _split_notes(split_folders: dict[str, str], classes: list[str],
-                 usable: list[ImageEntry]) -> list[str]:
+                 usable: ImageTable) -> list[str]:
     """What differs between the split folders: a class missing from one, or a split missing."""
     if not split_folders:
         return []
-    have = {(entry.split, entry.label) for entry in usable}
+    splits = list(split_folders)
+    have = _pair_counts(usable, splits, classes)
     notes = []
-    for name in classes:
-        missing = [folder for split_name, folder in split_folders.items()
-                   if (split_name, name) not in have]
+    for k, name in enumerate(classes):
+        missing = [folder for i, folder in enumerate(split_folders.values()) if not have[i, k]]
         if missing and len(missing) < len(split_folders):  # none at all: shown as skipped
             notes.append(f"Class {name!r} has no usable images in "
                          f"{', '.join(f + '/' for f in missing)}: the classes differ between "
@@ -175,7 +219,7 @@ def _split_notes(split_folders: dict[str, str], classes: list[str],
 @dataclass
 class _Found:
     layout: str
-    entries: list[ImageEntry]
+    entries: ImageTable
     skipped: list[dict]
     ignored: int
     split_folders: dict[str, str] = field(default_factory=dict)
@@ -197,80 +241,104 @@ class _Walk:
         real = real or root
         self.read_folders.add(real)
         folders, loose, refused = self._list(root, real)
-        if len(folders) == 1 and not loose and not refused:
+        if len(folders) == 1 and not len(loose) and not refused:
             return self.dataset(*folders[0])
         splits = _split_folder_names(folders)
         if splits:
-            return self._split_dataset(folders, splits, loose, refused)
-        under = {path: self._pictures_under(path, path_real) for path, path_real in folders}
-        if any(under.values()):
+            return self._split_dataset(root, folders, splits, loose, refused)
+        under = [self._pictures_under(path, path_real, path.name)
+                 for path, path_real in folders]
+        if any(len(table) for table in under):
             for path, reason, is_folder in refused:
                 self._skip(path, path.name if is_folder else "", reason)
-            for path in loose:
-                self._skip(path, "", f"{path.name} is not inside a class folder")
-            entries = [ImageEntry(str(p), folder.name) for folder, paths in under.items()
-                       for p in paths]
+            for name in loose:
+                self._skip(root / name, "", f"{name} is not inside a class folder")
+            entries = ImageTable()
+            for table in under:
+                entries.extend_table(table)
             return _Found("folders", entries, self.skipped, self.ignored)
         for path, reason, is_folder in refused:
-            self._skip(path, "" if is_folder else _kaggle_label(path), reason)
-        loose.sort(key=lambda p: natural_key(p.name))
-        entries = [ImageEntry(str(p), _kaggle_label(p)) for p in loose]
+            self._skip(path, "" if is_folder else _kaggle_label(path.name), reason)
+        entries, folder = ImageTable(), _folder_text(root)
+        number = entries.folder_number(folder)
+        for name in loose:  # already in natural order: _list's
+            entries.append_in(number, name, _kaggle_label(name))
         return _Found("kaggle", entries, self.skipped, self.ignored)
 
-    def _split_dataset(self, folders, splits: dict[str, str], loose, refused) -> _Found:
+    def _split_dataset(self, root: Path, folders, splits: dict[str, str], loose,
+                       refused) -> _Found:
         """train/cats/…, val/cats/…: the class folders inside each split folder. A split
         folder without class folders is no split layout: the caller reads classes instead."""
-        entries, by_name = [], {path.name: (path, real) for path, real in folders}
+        entries, by_name = ImageTable(), {path.name: (path, real) for path, real in folders}
         for folder_name, split_name in splits.items():  # train, validation, test
             path, real = by_name[folder_name]
             classes, files, refused_inside = self._list(path, real)
             for item_path, reason, is_folder in refused_inside:
                 self._skip(item_path, item_path.name if is_folder else "", reason)
-            for item_path in files:
-                self._skip(item_path, "", f"{path.name}/{item_path.name} is not inside a "
-                                          "class folder")
-            entries += [ImageEntry(str(p), folder.name, split_name)
-                        for folder, folder_real in classes
-                        for p in self._pictures_under(folder, folder_real)]
+            for name in files:
+                self._skip(path / name, "", f"{path.name}/{name} is not inside a class folder")
+            for folder, folder_real in classes:
+                entries.extend_table(self._pictures_under(folder, folder_real, folder.name,
+                                                          split_name))
         for path, reason, _is_folder in refused:
             self._skip(path, "", reason)
-        for path in loose:
-            self._skip(path, "", f"{path.name} is not inside a split folder")
+        for name in loose:
+            self._skip(root / name, "", f"{name} is not inside a split folder")
         return _Found("split-folders", entries, self.skipped, self.ignored,
                       {name: folder for folder, name in splits.items()})
 
-    def _pictures_under(self, top: Path, top_real: Path) -> list[Path]:
-        """Picture files anywhere under a class folder, in natural order of their subpath."""
-        found, stack = [], [(top, top_real)]
+    def _pictures_under(self, top: Path, top_real: Path, label: str,
+                        split: str | None = None) -> ImageTable:
+        """Picture files anywhere under a class folder, in natural order of their subpath,
+        as a table (each with `label` and `split`)."""
+        found, inside, stack = ImageTable(), [], [(top, top_real)]
         while stack:  # not recursion: a deep tree must not hit Python's recursion limit
             folder, real = stack.pop()
             folders, files, refused = self._list(folder, real)
             for path, reason, _ in refused:
                 self._skip(path, top.name, reason)
             stack += folders
-            found += files
-        return sorted(found, key=lambda p: natural_key(str(p.relative_to(top))))
+            if len(files):
+                number = found.folder_number(_folder_text(folder))
+                inside.append(_folder_text(folder.relative_to(top)) if folder != top else "")
+                for name in files:
+                    found.append_in(number, name, label, split)
+        if len(inside) < 2:  # one folder: _list's order already is the natural one
+            return found
+        return found.take(natural_order(inside[found.folder_of(i)] + found.name(i)
+                                        for i in range(len(found))))
 
     def _list(self, folder: Path, real: Path):
-        """(sub-folders as (path, real path), picture files, refused as (path, reason, folder?))
-        directly in `folder`, hidden entries left out."""
+        """(sub-folders as (path, real path), picture files as a StringTable of names,
+        refused as (path, reason, folder?)) directly in `folder`, hidden entries left out,
+        each in natural order. Plain files (nearly all of a dataset) are kept as names only,
+        sorted at the end by compact.natural_order: no object per file."""
+        names, listed_at, others = StringTable(), array("I"), []
         try:
             with os.scandir(folder) as listing:
-                items = sorted(listing, key=lambda item: natural_key(item.name))
+                for place, item in enumerate(listing):
+                    if _hidden_name(item.name):
+                        self.ignored += not item.is_dir()
+                    elif item.is_symlink() or not item.is_file(follow_symlinks=False):
+                        others.append((place, item))  # folders and links: a few, checked below
+                    elif _is_picture_name(item.name):
+                        names.append(item.name)
+                        listed_at.append(place)
+                    else:  # .txt, .csv: counted only
+                        self.ignored += 1
         except OSError as exc:
             reason = f"{folder.name} cannot be read ({exc.strerror or exc})"
-            return [], [], [(folder, reason, True)]
-        folders, files, refused = [], [], []
-        for item in items:
+            return [], StringTable(), [(folder, reason, True)]
+        others.sort(key=lambda placed: natural_key(placed[1].name))
+        folders, refused, plain = [], [], len(names)
+        for place, item in others:
             path = Path(item.path)
-            if _hidden(path):
-                self.ignored += not item.is_dir()
-                continue
             target, kind, why_not = self._target(item, real / item.name)
-            if why_not and (kind == "folder" or _is_picture_name(path)):
+            if why_not and (kind == "folder" or _is_picture_name(item.name)):
                 refused.append((path, f"{item.name} {why_not}", kind == "folder"))
-            elif kind == "file" and not why_not and _is_picture_name(path):
-                files.append(path)
+            elif kind == "file" and not why_not and _is_picture_name(item.name):
+                names.append(item.name)
+                listed_at.append(place)
             elif kind != "folder" or why_not:  # .txt, .csv, links to them: counted only
                 self.ignored += 1
             elif target not in self.read_folders:
@@ -278,7 +346,9 @@ class _Walk:
                 folders.append((path, target))
             elif item.is_symlink():  # a plain folder cannot be met twice; a link can
                 refused.append((path, f"{item.name} links to a folder already read", True))
-        return folders, files, refused
+        if len(names) > plain:  # links to pictures: back into the listing's order first,
+            names = names.take(np.argsort(listed_at, kind="stable"))  # which breaks ties
+        return folders, names.take(natural_order(names)), refused
 
     def _target(self, item: os.DirEntry, real: Path) -> tuple[Path | None, str, str | None]:
         """The real path behind a directory entry, "folder", "file" or "other", and why it is
@@ -326,38 +396,67 @@ def _has_sub_folder(folder: Path) -> bool:
         return False
 
 
-def _check_all(paths: list[str], prints: FingerprintStore, workers: int | None,
-               progress: Callable[[int, int], None] | None) -> list[str | None]:
-    """None or the reason it is skipped, of each file; the usable files' fingerprints go to
-    `prints` in order as they come (the decode that checks a file fingerprints it too: see
-    bench/duplicates.py for the cost), so no list of them is ever held."""
+def _check_all(paths: Iterable[str], count: int, prints: FingerprintStore, workers: int | None,
+               progress: Callable[[int, int], None] | None) -> dict[int, str]:
+    """{place: the reason it is skipped} of the files that are not usable (of `count` files in
+    `paths`); the usable files' fingerprints go to `prints` in order as they come (the decode
+    that checks a file fingerprints it too: see bench/duplicates.py for the cost), so no list
+    of them is ever held, nor of the paths (taken from the iterator a few chunks ahead)."""
     workers = workers or os.cpu_count() or 1
-    reasons: list[str | None] = []
+    reasons: dict[int, str] = {}
+    done = 0
 
     def keep(result: tuple) -> None:
+        nonlocal done
         reason, fingerprint = result
-        reasons.append(reason)
         if reason is None:
             prints.add(fingerprint)
+        else:
+            reasons[done] = reason
+        done += 1
 
-    if workers == 1 or len(paths) < 500:  # starting worker processes costs ~1 s
-        for done, path in enumerate(paths, 1):
+    if workers == 1 or count < 500:  # starting worker processes costs ~1 s
+        for path in paths:
             keep(check_and_fingerprint(path))
-            if progress and (done % 50 == 0 or done == len(paths)):
-                progress(done, len(paths))
+            if progress and (done % 50 == 0 or done == count):
+                progress(done, count)
         return reasons
     # "fork" where there is one: a spawned child re-imports the parent's __main__, which inside
     # Streamlit is the app script itself. The children only run Pillow, never TensorFlow, so
     # TensorFlow's threads in the parent do not matter to them.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    chunk = max(16, min(256, len(paths) // (workers * 8)))
+    chunk = max(16, min(256, count // (workers * 8)))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for result in pool.map(check_and_fingerprint, paths, chunksize=chunk):
-            keep(result)
-            if progress and (len(reasons) % 200 == 0 or len(reasons) == len(paths)):
-                progress(len(reasons), len(paths))
+        for results in _map_ahead(pool, _check_chunk, _chunks(paths, chunk), 4 * workers):
+            for result in results:
+                keep(result)
+                if progress and (done % 200 == 0 or done == count):
+                    progress(done, count)
     return reasons
+
+
+def _check_chunk(paths: list[str]) -> list[tuple]:
+    return [check_and_fingerprint(path) for path in paths]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _map_ahead(pool: ProcessPoolExecutor, function: Callable, items: Iterable,
+               ahead: int) -> Iterator:
+    """pool.map's results in order, with at most `ahead` items submitted and not yet taken:
+    Executor.map submits every item at once (Python 3.11), which holds them all."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 @dataclass
@@ -679,14 +778,24 @@ def _shown(root: str | Path) -> str:
 
 
 def _hidden(path: Path) -> bool:
-    return path.name.startswith((".", "__MACOSX"))
+    return _hidden_name(path.name)
 
 
-def _is_picture_name(path: Path) -> bool:
+def _hidden_name(name: str) -> bool:
+    return name.startswith((".", "__MACOSX"))
+
+
+def _is_picture_name(name: str) -> bool:
     """A name we decode (its content decides) or one of a picture format we list as skipped."""
-    suffix = path.suffix.lower()
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""  # as Path.suffix
     return suffix in IMAGE_EXTENSIONS or suffix in OTHER_IMAGE_EXTENSIONS
 
 
-def _kaggle_label(path: Path) -> str:
-    return path.name.split(".", 1)[0].lower()
+def _kaggle_label(name: str) -> str:
+    return name.split(".", 1)[0].lower()
+
+
+def _folder_text(folder: str | Path) -> str:
+    """A folder's path ending with a separator: what its files' paths start with."""
+    return os.path.join(str(folder), "")

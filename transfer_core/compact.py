@@ -1,0 +1,248 @@
+"""A dataset's files held compactly: a few bytes a photo in flat arrays instead of a Python
+object per photo, so that scanning and splitting 100,000 photos takes no more memory than
+8,000 (issue 19, docs/BENCHMARKS.md). Read as sequences of the old objects, built on access.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+# Any str, lone surrogates too (names that are not UTF-8 on disk), round-trips through this.
+_ENCODING = ("utf-8", "surrogatepass")
+_DIGIT_RUNS = re.compile(r"(\d+)")
+# Text bytes shifted up by one (UTF-8 never holds 0xF5 or above), so 1 ends a text part and 0
+# is never in a key: numpy's fixed-width byte strings pad with zeros, and a key that is a
+# prefix of another (fewer parts) must sort first, as a shorter list does.
+_SHIFT_UP = bytes(range(1, 256)) + b"\xff"
+_SORT_ROWS = 8192  # keys copied into the sort matrix at once
+
+
+class StringTable:
+    """Strings in one byte blob with their end offsets: about len(text) + 8 bytes a string."""
+
+    def __init__(self):
+        self._blob = bytearray()
+        self._ends = array("Q")
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> str:
+        index = range(len(self._ends))[index]  # negative indices, and IndexError
+        start = self._ends[index - 1] if index else 0
+        return self._blob[start:self._ends[index]].decode(*_ENCODING)
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[index] for index in range(len(self)))
+
+    def append(self, text: str) -> None:
+        self._blob += text.encode(*_ENCODING)
+        self._ends.append(len(self._blob))
+
+    def take(self, indices: Iterable[int]) -> StringTable:
+        taken = StringTable()
+        for index in indices:
+            start = self._ends[index - 1] if index else 0
+            taken._blob += self._blob[start:self._ends[index]]
+            taken._ends.append(len(taken._blob))
+        return taken
+
+
+def natural_key_bytes(text: str) -> bytes:
+    """A byte string that sorts as `datasets.natural_key(text)` does: a text part as its
+    lower-cased UTF-8 (shifted up by one) and a closing 1, a digit run as its number of digits
+    (2 bytes, never 0) and its digits without leading zeros."""
+    key = bytearray()
+    for place, part in enumerate(_DIGIT_RUNS.split(text)):
+        if place % 2:
+            digits = str(int(part)).encode()
+            key += bytes(((len(digits) >> 7) + 1, (len(digits) & 127) + 1)) + digits
+        else:
+            key += part.lower().encode(*_ENCODING).translate(_SHIFT_UP) + b"\x01"
+    return bytes(key)
+
+
+def natural_order(texts: Iterable[str]) -> np.ndarray:
+    """The indices of `texts` in natural order (stable: equal keys keep their order), as
+    `sorted(range(n), key=lambda i: natural_key(texts[i]))` but without a list of keys: the
+    keys go into one zero-padded byte matrix, sorted by numpy (n × the longest key bytes)."""
+    keys = StringTable()
+    for text in texts:
+        keys._blob += natural_key_bytes(text)
+        keys._ends.append(len(keys._blob))
+    count = len(keys)
+    if count < 2:
+        return np.arange(count)
+    ends = np.frombuffer(keys._ends, dtype=np.uint64).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    width = int((ends - starts).max())
+    flat, matrix = np.frombuffer(keys._blob, dtype=np.uint8), np.zeros((count, width), np.uint8)
+    for first in range(0, count, _SORT_ROWS):  # copied in slices: small index arrays
+        rows = slice(first, first + _SORT_ROWS)
+        lengths = ends[rows] - starts[rows]
+        at = np.repeat(np.arange(first, first + len(lengths)) * width - starts[rows], lengths)
+        at += np.arange(starts[rows][0], ends[rows][-1])
+        matrix.ravel()[at] = flat[starts[rows][0]:ends[rows][-1]]
+    del keys, flat
+    return np.argsort(matrix.view(f"S{width}").ravel(), kind="stable")
+
+
+def _folder_and_name(path: str) -> tuple[str, str]:
+    """"/data/cats/cat.1.jpg" → ("/data/cats/", "cat.1.jpg"): the folder is shared."""
+    cut = path.rfind(os.sep) + 1
+    return path[:cut], path[cut:]
+
+
+class FileTable(Sequence):
+    """Files with a label and a split each: the folder as a number into a list of folders,
+    the name in a StringTable, the label and the split as small numbers: about 20 bytes a photo
+    plus its name. A sequence of `item(path, label, split)`, made on access."""
+
+    def __init__(self, splits: Sequence[str | None] = (None,)):
+        self.folders: list[str] = []
+        self.labels: list[str] = []
+        self.splits: list[str | None] = list(splits)
+        self._folder_numbers: dict[str, int] = {}
+        self._label_numbers: dict[str, int] = {}
+        self._folder_of = array("I")
+        self._names = StringTable()
+        self._label_of = array("I")
+        self._split_of = array("B")
+
+    @classmethod
+    def of(cls, items: Iterable, splits: Sequence[str | None] = (None,)) -> FileTable:
+        """A table of the same items (any of ImageEntry, (path, label, split) or this class)."""
+        if isinstance(items, cls):
+            return items
+        table = cls(splits)
+        table.extend(items)
+        return table
+
+    def extend(self, items: Iterable) -> None:
+        for item in items:
+            self.append(*self._fields(item))
+
+    @staticmethod
+    def _fields(item) -> tuple:
+        return tuple(item)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.take(range(len(self))[index])
+        index = range(len(self))[index]
+        return self._item(self.path(index), self.labels[self._label_of[index]],
+                          self.splits[self._split_of[index]])
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} files)"
+
+    @staticmethod
+    def _item(path: str, label: str, split: str | None):
+        return path, label, split
+
+    def append(self, path: str, label: str, split: str | None = None) -> None:
+        folder, name = _folder_and_name(path)
+        self.append_in(self._number(self.folders, self._folder_numbers, folder), name,
+                       label, split)
+
+    def append_in(self, folder: int, name: str, label: str, split: str | None = None) -> None:
+        """Add the file `name` in `self.folders[folder]` (a folder number from `folder_number`)."""
+        self._folder_of.append(folder)
+        self._names.append(name)
+        self._label_of.append(self._number(self.labels, self._label_numbers, label))
+        self._split_of.append(self._split_number(split))
+
+    def folder_number(self, folder: str) -> int:
+        """The number of a folder (its path ending with a separator), added when new."""
+        return self._number(self.folders, self._folder_numbers, folder)
+
+    @staticmethod
+    def _number(values: list, numbers: dict, value) -> int:
+        number = numbers.get(value)
+        if number is None:
+            number = numbers[value] = len(values)
+            values.append(value)
+        return number
+
+    def path(self, index: int) -> str:
+        return self.folders[self._folder_of[index]] + self._names[index]
+
+    def paths(self) -> Iterable[str]:
+        return (self.path(index) for index in range(len(self)))
+
+    def name(self, index: int) -> str:
+        return self._names[index]
+
+    def folder_of(self, index: int) -> int:
+        return self._folder_of[index]
+
+    def present_labels(self) -> list[str]:
+        """The labels at least one file has."""
+        used = np.unique(np.frombuffer(self._label_of, dtype=np.uint32))
+        return [self.labels[number] for number in used.tolist()]
+
+    def extend_table(self, other: FileTable) -> None:
+        """Add every file of `other` after these, numbers translated into this table's."""
+        if not len(other):
+            return
+        for mine, theirs, values in ((self._folder_of, other._folder_of,
+                                      [self.folder_number(f) for f in other.folders]),
+                                     (self._label_of, other._label_of,
+                                      [self._number(self.labels, self._label_numbers, name)
+                                       for name in other.labels]),
+                                     (self._split_of, other._split_of,
+                                      [self._split_number(s) for s in other.splits])):
+            numbers = np.array(values, dtype=_NUMPY[mine.typecode])
+            mine.frombytes(numbers[np.frombuffer(theirs, dtype=_NUMPY[theirs.typecode])].tobytes())
+        ends = np.frombuffer(other._names._ends, dtype=np.uint64) + len(self._names._blob)
+        self._names._blob += other._names._blob
+        self._names._ends.frombytes(ends.tobytes())
+
+    def _split_number(self, split: str | None) -> int:
+        if split not in self.splits:
+            self.splits.append(split)
+        return self.splits.index(split)
+
+    def label_codes(self, labels: Sequence[str]) -> np.ndarray:
+        """Each file's label as its place in `labels` (-1 for a label not in it)."""
+        place = np.array([labels.index(name) if name in labels else -1 for name in self.labels]
+                         + [-1], dtype=np.int64)
+        return place[np.frombuffer(self._label_of, dtype=np.uint32)]
+
+    def split_codes(self, splits: Sequence[str | None]) -> np.ndarray:
+        """Each file's split as its place in `splits` (-1 for a split not in it)."""
+        place = np.array([list(splits).index(s) if s in splits else -1 for s in self.splits]
+                         + [-1], dtype=np.int64)
+        return place[np.frombuffer(self._split_of, dtype=np.uint8)]
+
+    def take(self, indices: Iterable[int]) -> FileTable:
+        """The files at `indices`, in that order, as a table of their own."""
+        indices = [int(i) for i in indices] if not isinstance(indices, range) else indices
+        taken = type(self)(self.splits)
+        taken.folders, taken._folder_numbers = list(self.folders), dict(self._folder_numbers)
+        taken.labels, taken._label_numbers = list(self.labels), dict(self._label_numbers)
+        taken._names = self._names.take(indices)
+        for source, target in ((self._folder_of, taken._folder_of),
+                               (self._label_of, taken._label_of),
+                               (self._split_of, taken._split_of)):
+            values = np.frombuffer(source, dtype=_NUMPY[source.typecode])
+            target.frombytes(values[np.asarray(indices, dtype=np.int64)].tobytes())
+        return taken
+
+
+_NUMPY = {"I": np.uint32, "B": np.uint8, "Q": np.uint64}
