@@ -41,6 +41,9 @@ _ROW = _GREY + 32  # a photo in FingerprintStore's file: its grey picture, then 
 _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
 _PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
 _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
+# Close pairs confirmed at once: a batch is cut here too, so that memory stays the same however
+# densely the photos' hashes cluster (docs/BENCHMARKS.md, round 5 of issue 19).
+_BATCH_PAIRS = 1 << 17
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
 _CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
@@ -253,8 +256,9 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     whose bits vary together, then spread over the bands (4.5× fewer candidate pairs than
     contiguous bands on the benchmark's photos). The work is the lookups (linear in the
     photos) plus the candidate pairs: few for distinct photos, many for look-alikes whose
-    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of _QUERIES photos, not
-    of all, so memory does not grow with the photos' number (only with their look-alikes).
+    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of at most _QUERIES
+    photos and about _BATCH_PAIRS pairs, so memory grows neither with the photos' number nor
+    with their look-alikes.
     """
     radius = near_bits // _BANDS
     if radius > 3:
@@ -269,7 +273,7 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
         order = np.argsort(key, kind="stable").astype(np.int32)
         starts = _bucket_starts(key[order], len(bits))
         for block in range(0, len(hashes), _QUERIES):
-            found_first, found_second = [], []
+            found_first, found_second, held = [], [], 0
             for flip in flips[len(bits)]:
                 wanted = key[block:block + _QUERIES] ^ flip
                 lower = starts[wanted]
@@ -282,7 +286,11 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
                         keep &= np.bitwise_count(differ & mask) > radius
                     found_first.append(first[keep])
                     found_second.append(second[keep])
-            if found_first:
+                    held += len(found_first[-1])
+                    if held >= _BATCH_PAIRS:
+                        yield np.concatenate(found_first), np.concatenate(found_second)
+                        found_first, found_second, held = [], [], 0
+            if held:
                 yield np.concatenate(found_first), np.concatenate(found_second)
 
 
