@@ -46,7 +46,7 @@ class StringTable:
 
     def take(self, indices: Iterable[int]) -> StringTable:
         taken = StringTable()
-        for index in indices:
+        for index in _positions(indices).tolist():
             start = self._ends[index - 1] if index else 0
             taken._blob += self._blob[start:self._ends[index]]
             taken._ends.append(len(taken._blob))
@@ -230,10 +230,13 @@ class FileTable(Sequence):
                          + [-1], dtype=np.int64)
         return place[np.frombuffer(self._split_of, dtype=np.uint8)]
 
-    def take(self, indices: Iterable[int]) -> FileTable:
-        """The files at `indices`, in that order, as a table of their own."""
-        indices = [int(i) for i in indices] if not isinstance(indices, range) else indices
-        taken = type(self)(self.splits)
+    def take(self, indices: Iterable[int], kind: type | None = None,
+             splits: tuple[Sequence[str], Sequence[int]] | None = None) -> FileTable:
+        """The files at `indices`, in that order, as a table of their own (of class `kind`,
+        this one's by default); `splits`: (split names, each taken file's place in them) to
+        give the files those splits instead of theirs."""
+        indices = _positions(indices)
+        taken = (kind or type(self))(self.splits)
         taken.folders, taken._folder_numbers = list(self.folders), dict(self._folder_numbers)
         taken.labels, taken._label_numbers = list(self.labels), dict(self._label_numbers)
         taken._names = self._names.take(indices)
@@ -241,8 +244,19 @@ class FileTable(Sequence):
                                (self._label_of, taken._label_of),
                                (self._split_of, taken._split_of)):
             values = np.frombuffer(source, dtype=_NUMPY[source.typecode])
-            target.frombytes(values[np.asarray(indices, dtype=np.int64)].tobytes())
+            target.frombytes(values[indices].tobytes())
+        if splits is not None:
+            names, places = splits
+            taken.splits = list(names)
+            taken._split_of = array("B", np.asarray(places, dtype=np.uint8).tobytes())
         return taken
+
+
+def _positions(indices: Iterable[int]) -> np.ndarray:
+    """Indices as an int64 array, from a sequence, an array or an iterator."""
+    if isinstance(indices, np.ndarray | array | range | list | tuple):
+        return np.asarray(indices, dtype=np.int64)
+    return np.fromiter(indices, dtype=np.int64)
 
 
 _NUMPY = {"I": np.uint32, "B": np.uint8, "Q": np.uint64}

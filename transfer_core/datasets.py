@@ -32,7 +32,7 @@ from .compact import FileTable, StringTable, natural_order
 from .duplicates import DuplicatePair, FingerprintStore, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
 from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
-from .storage import write_json_atomic
+from .storage import json_bytes, write_pieces_atomic
 
 SPLITS = ("train", "validation", "test")
 # Per class, in index order: the blog post's 2000/1000/1000 and the book's 1000/500/500.
@@ -65,6 +65,11 @@ class ImageTable(FileTable):
     @staticmethod
     def _item(path: str, label: str, split: str | None) -> ImageEntry:
         return ImageEntry(path, label, split)
+
+
+class RowTable(FileTable):
+    """A manifest's rows held compactly (compact.FileTable): a sequence of (path, label,
+    split) tuples."""
 
 
 class PathList(Sequence):
@@ -547,19 +552,31 @@ def split(report: ScanReport, request: SplitRequest) -> Manifest:
     """
     if request.preset == AS_LAID_OUT:
         return _split_as_laid_out(report, request)
-    by_class = {name: [e for e in report.images if e.label == name] for name in report.classes}
-    rows = []
-    for name, entries in by_class.items():
+    images = ImageTable.of(report.images)
+    labels = images.label_codes(report.classes)
+    taken, places = array("q"), array("B")  # the rows: each image's place, each split's
+    for number, name in enumerate(report.classes):
+        entries = array("q", np.flatnonzero(labels == number).tobytes())
         wanted = split_counts(len(entries), request)
         _check_enough(name, len(entries), wanted, request)
-        if not request.preset:
-            entries = entries[:]
+        if not request.preset:  # shuffles places as it shuffled the entries: the same order
             random.Random(f"{request.seed}:{name}").shuffle(entries)
         start = 0
-        for split_name, count in zip(SPLITS, wanted):
-            rows += [(e.path, name, split_name) for e in entries[start:start + count]]
+        for split_number, count in enumerate(wanted):
+            part = entries[start:start + count]
+            taken += part
+            places += array("B", bytes([split_number])) * len(part)
             start += count
-    classes = [name for name in report.classes if by_class[name]]
+    return _manifest(report, images, taken, places, request)
+
+
+def _manifest(report: ScanReport, images: ImageTable, taken: array, places: array,
+              request: SplitRequest) -> Manifest:
+    """The manifest of the images at `taken`, each in the split SPLITS[places[k]]; its classes
+    those of the report that have a row."""
+    rows = images.take(taken, kind=RowTable, splits=(SPLITS, places))
+    present = set(rows.present_labels())
+    classes = [name for name in report.classes if name in present]
     return Manifest(root=report.root, classes=classes, rows=rows,
                     request=request.as_recorded(report.split_folders))
 
@@ -579,27 +596,30 @@ def _split_as_laid_out(report: ScanReport, request: SplitRequest) -> Manifest:
                            "to split all its images.")
     held_out = [s for s in ("validation", "test") if s not in given
                 and not (s == "test" and request.test_from == "validation")]
-    rows = []
-    for name in report.classes:
-        entries = [e for e in report.images if e.label == name]
-        by_split = {s: [e.path for e in entries if e.split == s] for s in SPLITS}
-        if entries and not by_split["train"]:
+    images = ImageTable.of(report.images)
+    labels, splits = images.label_codes(report.classes), images.split_codes(SPLITS)
+    taken, places = array("q"), array("B")
+    for number, name in enumerate(report.classes):
+        entries = np.flatnonzero(labels == number)  # by place, not path: no string per photo
+        by_split = {s: entries[splits[entries] == n].tolist() for n, s in enumerate(SPLITS)}
+        if len(entries) and not by_split["train"]:
             raise NotEnoughImagesError(
                 f"Class {name!r} has no usable images in the training folder "
                 f"({given['train']}/), so no model can learn it. Add some, remove the class "
                 "from every split folder, or choose fractions to split all its images.")
-        for split_name, paths in zip(held_out, _hold_out(name, by_split, held_out, request)):
-            by_split[split_name] = paths
-        rows += [(p, name, s) for s in SPLITS for p in by_split[s]]
-    classes = [name for name in report.classes if any(row[1] == name for row in rows)]
-    return Manifest(root=report.root, classes=classes, rows=rows,
-                    request=request.as_recorded(given))
+        for split_name, chosen in zip(held_out, _hold_out(name, by_split, held_out, request)):
+            by_split[split_name] = chosen
+        for split_number, split_name in enumerate(SPLITS):
+            taken += array("q", by_split[split_name])
+            places += array("B", bytes([split_number])) * len(by_split[split_name])
+    return _manifest(report, images, taken, places, request)
 
 
-def _hold_out(name: str, by_split: dict[str, list[str]], held_out: list[str],
-              request: SplitRequest) -> list[list[str]]:
-    """`request.holdout` of a class's training files for each split in `held_out` (shuffled
-    with the seed); by_split["train"] keeps the rest, in file order."""
+def _hold_out(name: str, by_split: dict[str, list[int]], held_out: list[str],
+              request: SplitRequest) -> list[list[int]]:
+    """`request.holdout` of a class's training files (their places in the scan) for each
+    split in `held_out` (shuffled with the seed); by_split["train"] keeps the rest, in file
+    order."""
     train = by_split["train"]
     if not held_out or not train:
         return []
@@ -638,7 +658,7 @@ class Manifest:
 
     root: str
     classes: list[str]
-    rows: list[tuple[str, str, str]]  # (path, label, split)
+    rows: Sequence[tuple[str, str, str]]  # (path, label, split): a RowTable, or a list
     request: dict
     path: str | None = None  # where it is saved
     # Photos left out as copies of others: {"path", "label", "split", "reason", "copy_of", "kind"}
@@ -655,33 +675,82 @@ class Manifest:
         split when `test_is_validation`)."""
         if split_name == "test" and self.test_is_validation:
             split_name = "validation"
-        index = {name: i for i, name in enumerate(self.classes)}
-        chosen = [(p, index[label]) for p, label, s in self.rows if s == split_name]
-        return [p for p, _ in chosen], [i for _, i in chosen]
+        rows = RowTable.of(self.rows)
+        chosen = np.flatnonzero(rows.split_codes([split_name]) == 0)
+        labels = rows.label_codes(self.classes)[chosen]
+        if (labels < 0).any():  # as a dict lookup of the label would
+            raise KeyError(rows[int(chosen[np.argmax(labels < 0)])][1])
+        return [rows.path(i) for i in chosen.tolist()], labels.tolist()
 
     def counts(self) -> dict[str, dict[str, int]]:
-        counter = Counter((s, label) for _, label, s in self.rows)
-        return {s: {name: counter.get((s, name), 0) for name in self.classes} for s in SPLITS}
+        counter = _pair_counts(RowTable.of(self.rows), list(SPLITS), self.classes)
+        return {s: {name: int(counter[i, k]) for k, name in enumerate(self.classes)}
+                for i, s in enumerate(SPLITS)}
 
     def fingerprint(self) -> str:
-        """Changes whenever a file, label or split changes."""
-        digest = hashlib.sha256(json.dumps([self.classes, self.rows]).encode())
+        """Changes whenever a file, label or split changes: the SHA-256 of
+        json.dumps([classes, rows]), its text made and hashed a slice of rows at a time."""
+        digest = hashlib.sha256(f"[{json.dumps(self.classes)}, [".encode())
+        for start in range(0, len(self.rows), _ROWS_AT_ONCE):
+            rows = self.rows[start:start + _ROWS_AT_ONCE]
+            digest.update(((", " if start else "")
+                           + ", ".join(_row_json(row) for row in rows)).encode())
+        digest.update(b"]]")
         return digest.hexdigest()[:16]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, rows: bool = True) -> dict:
+        """The manifest as saved (with an empty "files" when not `rows`)."""
+        files = ([{"path": p, "label": label, "split": s} for p, label, s in self.rows]
+                 if rows else [])
         return {"format": 1, "root": self.root, "classes": self.classes, "request": self.request,
-                "counts": self.counts(),
-                "files": [{"path": p, "label": label, "split": s} for p, label, s in self.rows],
-                "dropped": self.dropped}
+                "counts": self.counts(), "files": files, "dropped": self.dropped}
 
     def save(self, workspace: str | Path, name: str | None = None) -> Path:
-        """Write the manifest into the workspace's manifests folder (atomically)."""
+        """Write the manifest into the workspace's manifests folder (atomically), the bytes
+        of `write_json_atomic(path, self.to_dict())`, a slice of rows at a time."""
         name = name or (f"{Path(self.root).name}-{_request_slug(self.request)}-"
                         f"{self.fingerprint()[:8]}")
         path = config.manifests_dir(Path(workspace)) / f"{name}.json"
-        write_json_atomic(path, self.to_dict())
+        write_pieces_atomic(path, self._saved_pieces())
         self.path = str(path)
         return path
+
+    def _saved_pieces(self) -> Iterator[bytes]:
+        outline = json_bytes(self.to_dict(rows=False)).decode()
+        files = outline.index(_FILES) + len(_FILES) - 2  # where "[]" stands
+        yield outline[:files].encode()
+        if not len(self.rows):
+            yield b"[]"
+        for start in range(0, len(self.rows), _ROWS_AT_ONCE):
+            rows = self.rows[start:start + _ROWS_AT_ONCE]
+            yield (("[\n" if not start else ",\n") + ",\n".join(map(_saved_row, rows))
+                   + ("\n ]" if start + _ROWS_AT_ONCE >= len(self.rows) else "")).encode()
+        yield outline[files + 2:].encode()
+
+
+# A manifest's rows as `json_bytes` writes them (indent 1, inside the "files" list), and as
+# json.dumps writes one for the fingerprint; other values (a number as a label) go through
+# json itself.
+_FILES = '\n "files": []'
+_SAVED_ROW = '  {\n   "path": %s,\n   "label": %s,\n   "split": %s\n  }'
+_ROWS_AT_ONCE = 4096
+
+
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _saved_row(row: tuple) -> str:
+    if all(isinstance(value, str) for value in row):
+        return _SAVED_ROW % tuple(map(_json_string, row))
+    path, label, split_name = row
+    text = json_bytes({"path": path, "label": label, "split": split_name}).decode()
+    return "  " + text.replace("\n", "\n  ")
+
+
+def _row_json(row: tuple) -> str:
+    if all(isinstance(value, str) for value in row):
+        return "[" + ", ".join(map(_json_string, row)) + "]"
+    return json.dumps(list(row))
 
 
 def _request_slug(request: dict) -> str:
@@ -693,10 +762,12 @@ def _request_slug(request: dict) -> str:
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    """A saved manifest, its rows in a RowTable. The layout `save` writes is read line by
+    line (no object per row on the way); any other JSON (older or edited manifests) is read
+    whole, as before."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-        rows = [(f["path"], f["label"], f["split"]) for f in data["files"]]
+        data, rows = _read_saved_layout(path) or _read_any_layout(path)
         manifest = Manifest(data["root"], data["classes"], rows, data.get("request", {}), str(path),
                             _dropped(data.get("dropped", [])))  # older manifests have none
     except FileNotFoundError:
@@ -705,6 +776,50 @@ def load_manifest(path: str | Path) -> Manifest:
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path} is not a Transfer Lab manifest ({exc}).") from None
     return manifest
+
+
+def _read_any_layout(path: Path) -> tuple[dict, RowTable]:
+    data = json.loads(path.read_text())
+    return data, RowTable.of((f["path"], f["label"], f["split"]) for f in data["files"])
+
+
+def _read_saved_layout(path: Path) -> tuple[dict, RowTable] | None:
+    """The manifest's other keys and its rows, read line by line, when the file has exactly
+    the layout `Manifest.save` writes (each row on five lines, every value a string); None
+    for any other layout."""
+    rows, head = RowTable(), []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            head.append(line)
+            if line == ' "files": [\n':
+                break
+        else:
+            return None
+        while (line := lines.readline()) == "  {\n":
+            row = [_saved_value(lines.readline(), key, end) for key, end in _ROW_LINES]
+            if None in row or lines.readline() not in ("  },\n", "  }\n"):
+                return None
+            rows.append(*row)
+        if line not in (" ],\n", " ]\n"):
+            return None
+        head[-1] = ' "files": []' + line[2:]
+        data = json.loads("".join(head) + lines.read())
+    return data, rows
+
+
+_ROW_LINES = (('   "path": ', ",\n"), ('   "label": ', ",\n"), ('   "split": ', "\n"))
+
+
+def _saved_value(line: str, key: str, end: str) -> str | None:
+    """The string after `key` on a line of the saved layout; None when the line is other."""
+    if not (line.startswith(key) and line.endswith(end)) or line[len(key)] != '"':
+        return None
+    text = line[len(key):len(line) - len(end)]
+    try:
+        value, stop = json.decoder.scanstring(text, 1)
+    except ValueError:
+        return None
+    return value if stop == len(text) else None
 
 
 def _dropped(items) -> list[dict]:
