@@ -23,11 +23,12 @@ _SORT_ROWS = 8192  # keys copied into the sort matrix at once
 
 
 class StringTable:
-    """Strings in one byte blob with their end offsets: about len(text) + 8 bytes a string."""
+    """Strings in one byte blob with their end offsets: about len(text) + 4 bytes a string
+    (up to 4 GB of text)."""
 
     def __init__(self):
         self._blob = bytearray()
-        self._ends = array("Q")
+        self._ends = array("I")
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -78,7 +79,7 @@ def natural_order(texts: Iterable[str]) -> np.ndarray:
     count = len(keys)
     if count < 2:
         return np.arange(count)
-    ends = np.frombuffer(keys._ends, dtype=np.uint64).astype(np.int64)
+    ends = np.frombuffer(keys._ends, dtype=np.uint32).astype(np.int64)
     starts = np.concatenate(([0], ends[:-1]))
     width = int((ends - starts).max())
     flat, matrix = np.frombuffer(keys._blob, dtype=np.uint8), np.zeros((count, width), np.uint8)
@@ -209,9 +210,10 @@ class FileTable(Sequence):
                                       [self._split_number(s) for s in other.splits])):
             numbers = np.array(values, dtype=_NUMPY[mine.typecode])
             mine.frombytes(numbers[np.frombuffer(theirs, dtype=_NUMPY[theirs.typecode])].tobytes())
-        ends = np.frombuffer(other._names._ends, dtype=np.uint64) + len(self._names._blob)
+        ends = np.frombuffer(other._names._ends, dtype=np.uint32).astype(np.int64)
         self._names._blob += other._names._blob
-        self._names._ends.frombytes(ends.tobytes())
+        self._names._ends.extend((ends + len(self._names._blob) - len(other._names._blob)
+                                  ).tolist())
 
     def _split_number(self, split: str | None) -> int:
         if split not in self.splits:

@@ -175,14 +175,17 @@ def scan(root: str | Path, workers: int | None = None,
     checked_root = _checked_root(root, roots)
     found = _Walk(roots).dataset(checked_root)
     entries = found.entries
-    with FingerprintStore() as prints:
-        reasons = _check_all(entries.paths(), len(entries), prints, workers, progress)
-        usable = entries.take(i for i in range(len(entries)) if i not in reasons)
-        pairs = prints.pairs(PathList(usable))
-    skipped = found.skipped + [{"path": entries.path(i), "label": entries[i].label,
-                                "reason": reason} for i, reason in reasons.items()]
     labels = set(entries.present_labels()) | {item["label"] for item in found.skipped}
     classes = sorted(labels - {""}, key=natural_key)
+    with FingerprintStore() as prints:
+        reasons = _check_all(entries.paths(), len(entries), prints, workers, progress)
+        skipped = found.skipped + [{"path": entries.path(i), "label": entries[i].label,
+                                    "reason": reason} for i, reason in reasons.items()]
+        if reasons:  # a table of the usable ones, the first let go before the pair search
+            found.entries = entries = entries.take(i for i in range(len(entries))
+                                                   if i not in reasons)
+        usable = entries
+        pairs = prints.pairs(PathList(usable))
     report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
                         time.perf_counter() - started, found.ignored, pairs,
                         found.split_folders, _split_notes(found.split_folders, classes, usable))
