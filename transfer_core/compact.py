@@ -46,11 +46,23 @@ class StringTable:
         self._ends.append(len(self._blob))
 
     def take(self, indices: Iterable[int]) -> StringTable:
-        taken = StringTable()
-        for index in _positions(indices).tolist():
-            start = self._ends[index - 1] if index else 0
-            taken._blob += self._blob[start:self._ends[index]]
-            taken._ends.append(len(taken._blob))
+        """The strings at `indices`, in that order: copied by numpy into a blob of the exact
+        size (no growing buffer left behind in the heap)."""
+        at, taken = _positions(indices), StringTable()
+        ends = np.frombuffer(self._ends, dtype=np.uint32).astype(np.int64)
+        starts = np.concatenate(([0], ends[:-1]))[at]
+        lengths = ends[at] - starts
+        new_ends = np.cumsum(lengths)
+        taken._blob = bytearray(int(new_ends[-1]) if len(at) else 0)
+        source, target = np.frombuffer(self._blob, np.uint8), np.frombuffer(taken._blob, np.uint8)
+        for first in range(0, len(at), _SORT_ROWS):  # in slices: small index arrays
+            part = slice(first, first + _SORT_ROWS)
+            end = int(new_ends[part][-1])
+            begin = end - int(lengths[part].sum())
+            where = np.repeat(starts[part] - (new_ends[part] - lengths[part]), lengths[part])
+            target[begin:end] = source[where + np.arange(begin, end)]
+        del source, target  # the blobs' buffers, so that they can grow again
+        taken._ends = array("I", new_ends.astype(np.uint32).tobytes())
         return taken
 
 
@@ -68,28 +80,20 @@ def natural_key_bytes(text: str) -> bytes:
     return bytes(key)
 
 
-def natural_order(texts: Iterable[str]) -> np.ndarray:
+def natural_order(texts: Sequence[str]) -> np.ndarray:
     """The indices of `texts` in natural order (stable: equal keys keep their order), as
     `sorted(range(n), key=lambda i: natural_key(texts[i]))` but without a list of keys: the
-    keys go into one zero-padded byte matrix, sorted by numpy (n × the longest key bytes)."""
-    keys = StringTable()
-    for text in texts:
-        keys._blob += natural_key_bytes(text)
-        keys._ends.append(len(keys._blob))
-    count = len(keys)
+    keys go into one zero-padded byte matrix (n × the longest key's bytes), sorted by numpy.
+    The keys are made twice (the longest first), so that none is held."""
+    count = len(texts)
     if count < 2:
         return np.arange(count)
-    ends = np.frombuffer(keys._ends, dtype=np.uint32).astype(np.int64)
-    starts = np.concatenate(([0], ends[:-1]))
-    width = int((ends - starts).max())
-    flat, matrix = np.frombuffer(keys._blob, dtype=np.uint8), np.zeros((count, width), np.uint8)
-    for first in range(0, count, _SORT_ROWS):  # copied in slices: small index arrays
-        rows = slice(first, first + _SORT_ROWS)
-        lengths = ends[rows] - starts[rows]
-        at = np.repeat(np.arange(first, first + len(lengths)) * width - starts[rows], lengths)
-        at += np.arange(starts[rows][0], ends[rows][-1])
-        matrix.ravel()[at] = flat[starts[rows][0]:ends[rows][-1]]
-    del keys, flat
+    width = max(len(natural_key_bytes(text)) for text in texts)
+    matrix = np.zeros((count, width), np.uint8)
+    for first in range(0, count, _SORT_ROWS):
+        keys = b"".join(natural_key_bytes(texts[index]).ljust(width, b"\0")
+                        for index in range(first, min(first + _SORT_ROWS, count)))
+        matrix[first:first + _SORT_ROWS] = np.frombuffer(keys, np.uint8).reshape(-1, width)
     return np.argsort(matrix.view(f"S{width}").ravel(), kind="stable")
 
 
@@ -122,6 +126,20 @@ class FileTable(Sequence):
             return items
         table = cls(splits)
         table.extend(items)
+        return table
+
+    @classmethod
+    def of_names(cls, folder: str, names: StringTable, labels: Iterable[str],
+                 split: str | None = None) -> FileTable:
+        """The files `names` (taken over, not copied) in `folder` (ending with a separator),
+        with one label each, all in `split`: a folder's listing made a table at once."""
+        table = cls()
+        table.folder_number(folder)
+        table._names = names
+        table._folder_of = array("I", bytes(4 * len(names)))  # all in folder 0
+        table._label_of.fromlist([table._number(table.labels, table._label_numbers, label)
+                                  for label in labels])
+        table._split_of = array("B", [table._split_number(split)]) * len(names)
         return table
 
     def extend(self, items: Iterable) -> None:

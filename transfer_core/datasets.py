@@ -267,10 +267,8 @@ class _Walk:
             return _Found("folders", entries, self.skipped, self.ignored)
         for path, reason, is_folder in refused:
             self._skip(path, "" if is_folder else _kaggle_label(path.name), reason)
-        entries, folder = ImageTable(), _folder_text(root)
-        number = entries.folder_number(folder)
-        for name in loose:  # already in natural order: _list's
-            entries.append_in(number, name, _kaggle_label(name))
+        entries = ImageTable.of_names(_folder_text(root), loose,  # in natural order: _list's
+                                      map(_kaggle_label, loose))
         return _Found("kaggle", entries, self.skipped, self.ignored)
 
     def _split_dataset(self, root: Path, folders, splits: dict[str, str], loose,
@@ -313,8 +311,7 @@ class _Walk:
                     found.append_in(number, name, label, split)
         if len(inside) < 2:  # one folder: _list's order already is the natural one
             return found
-        return found.take(natural_order(inside[found.folder_of(i)] + found.name(i)
-                                        for i in range(len(found))))
+        return found.take(natural_order(_SubPaths(found, inside)))
 
     def _list(self, folder: Path, real: Path):
         """(sub-folders as (path, real path), picture files as a StringTable of names,
@@ -376,6 +373,20 @@ class _Walk:
 
     def _skip(self, path: Path, label: str, reason: str) -> None:
         self.skipped.append({"path": str(path), "label": label, "reason": reason})
+
+
+class _SubPaths(Sequence):
+    """The paths of a table's files below a class folder ("sub/img2.jpg"), made on access:
+    `inside[n]` is the table's folder n below the class folder."""
+
+    def __init__(self, table: ImageTable, inside: list[str]):
+        self.table, self.inside = table, inside
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> str:
+        return self.inside[self.table.folder_of(index)] + self.table.name(index)
 
 
 def _split_folder_names(folders: list[tuple[Path, Path]]) -> dict[str, str]:
