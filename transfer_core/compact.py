@@ -49,21 +49,25 @@ class StringTable:
         """The strings at `indices`, in that order: copied by numpy into a blob of the exact
         size (no growing buffer left behind in the heap)."""
         at, taken = _positions(indices), StringTable()
-        ends = np.frombuffer(self._ends, dtype=np.uint32).astype(np.int64)
-        starts = np.concatenate(([0], ends[:-1]))[at]
-        lengths = ends[at] - starts
-        new_ends = np.cumsum(lengths)
-        taken._blob = bytearray(int(new_ends[-1]) if len(at) else 0)
+        ends = np.frombuffer(self._ends, dtype=np.uint32)
+        parts = [slice(first, first + _SORT_ROWS) for first in range(0, len(at), _SORT_ROWS)]
+        taken._blob = bytearray(sum(int(self._spans(at[part])[1].sum()) for part in parts))
         source, target = np.frombuffer(self._blob, np.uint8), np.frombuffer(taken._blob, np.uint8)
-        for first in range(0, len(at), _SORT_ROWS):  # in slices: small index arrays
-            part = slice(first, first + _SORT_ROWS)
-            end = int(new_ends[part][-1])
-            begin = end - int(lengths[part].sum())
-            where = np.repeat(starts[part] - (new_ends[part] - lengths[part]), lengths[part])
-            target[begin:end] = source[where + np.arange(begin, end)]
-        del source, target  # the blobs' buffers, so that they can grow again
-        taken._ends = array("I", new_ends.astype(np.uint32).tobytes())
+        for part in parts:  # in slices: small index arrays
+            starts, lengths = self._spans(at[part])
+            begin = taken._ends[-1] if taken._ends else 0
+            new_ends = begin + np.cumsum(lengths)
+            where = np.repeat(starts - (new_ends - lengths), lengths)
+            target[begin:int(new_ends[-1])] = source[where + np.arange(begin, int(new_ends[-1]))]
+            taken._ends.frombytes(new_ends.astype(np.uint32).tobytes())
+        del source, target, ends  # the blobs' buffers, so that they can grow again
         return taken
+
+    def _spans(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the strings at `at` start in the blob, and their lengths (int64)."""
+        ends = np.frombuffer(self._ends, dtype=np.uint32)
+        starts = np.where(at > 0, ends[at - 1], 0).astype(np.int64)
+        return starts, ends[at] - starts
 
 
 def natural_key_bytes(text: str) -> bytes:
@@ -274,6 +278,8 @@ class FileTable(Sequence):
 
 def _positions(indices: Iterable[int]) -> np.ndarray:
     """Indices as an int64 array, from a sequence, an array or an iterator."""
+    if isinstance(indices, array) and indices.typecode == "q":
+        return np.frombuffer(indices, dtype=np.int64)  # no copy
     if isinstance(indices, np.ndarray | array | range | list | tuple):
         return np.asarray(indices, dtype=np.int64)
     return np.fromiter(indices, dtype=np.int64)
