@@ -110,7 +110,12 @@ def _folder_and_name(path: str) -> tuple[str, str]:
 class FileTable(Sequence):
     """Files with a label and a split each: the folder as a number into a list of folders,
     the name in a StringTable, the label and the split as small numbers: about 20 bytes a photo
-    plus its name. A sequence of `item(path, label, split)`, made on access."""
+    plus its name. A sequence of `item(path, label, split)`, made on access.
+
+    A table taken with `shared_names` (a manifest's rows from a scan's images) reads its
+    names from the other table's StringTable by number (`_name_at`, 4 bytes a file)."""
+
+    _name_at: array | None = None  # None: file k's name is self._names[k]
 
     def __init__(self, splits: Sequence[str | None] = (None,)):
         self.folders: list[str] = []
@@ -155,7 +160,7 @@ class FileTable(Sequence):
         return tuple(item)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._folder_of)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -185,6 +190,7 @@ class FileTable(Sequence):
 
     def append_in(self, folder: int, name: str, label: str, split: str | None = None) -> None:
         """Add the file `name` in `self.folders[folder]` (a folder number from `folder_number`)."""
+        self._own_names()
         self._folder_of.append(folder)
         self._names.append(name)
         self._label_of.append(self._number(self.labels, self._label_numbers, label))
@@ -203,13 +209,25 @@ class FileTable(Sequence):
         return number
 
     def path(self, index: int) -> str:
-        return self.folders[self._folder_of[index]] + self._names[index]
+        return self.folders[self._folder_of[index]] + self.name(index)
 
     def paths(self) -> Iterable[str]:
         return (self.path(index) for index in range(len(self)))
 
     def name(self, index: int) -> str:
-        return self._names[index]
+        return self._names[index if self._name_at is None else self._name_at[index]]
+
+    def _name_places(self, indices: np.ndarray) -> np.ndarray:
+        """Where the names of the files at `indices` are in self._names."""
+        if self._name_at is None:
+            return indices
+        return np.frombuffer(self._name_at, dtype=np.uint32)[indices].astype(np.int64)
+
+    def _own_names(self) -> None:
+        """A table that shares another's names gets its own before it grows."""
+        if self._name_at is not None:
+            self._names = self._names.take(self._name_places(np.arange(len(self))))
+            self._name_at = None
 
     def folder_of(self, index: int) -> int:
         return self._folder_of[index]
@@ -223,6 +241,7 @@ class FileTable(Sequence):
         """Add every file of `other` after these, numbers translated into this table's."""
         if not len(other):
             return
+        self._own_names()
         for mine, theirs, values in ((self._folder_of, other._folder_of,
                                       [self.folder_number(f) for f in other.folders]),
                                      (self._label_of, other._label_of,
@@ -232,10 +251,10 @@ class FileTable(Sequence):
                                       [self._split_number(s) for s in other.splits])):
             numbers = np.array(values, dtype=_NUMPY[mine.typecode])
             mine.frombytes(numbers[np.frombuffer(theirs, dtype=_NUMPY[theirs.typecode])].tobytes())
-        ends = np.frombuffer(other._names._ends, dtype=np.uint32).astype(np.int64)
-        self._names._blob += other._names._blob
-        self._names._ends.extend((ends + len(self._names._blob) - len(other._names._blob)
-                                  ).tolist())
+        names = other._names.take(other._name_places(np.arange(len(other))))
+        ends = np.frombuffer(names._ends, dtype=np.uint32).astype(np.int64)
+        self._names._blob += names._blob
+        self._names._ends.extend((ends + len(self._names._blob) - len(names._blob)).tolist())
 
     def _split_number(self, split: str | None) -> int:
         if split not in self.splits:
@@ -245,25 +264,31 @@ class FileTable(Sequence):
     def label_codes(self, labels: Sequence[str]) -> np.ndarray:
         """Each file's label as its place in `labels` (-1 for a label not in it)."""
         place = np.array([labels.index(name) if name in labels else -1 for name in self.labels]
-                         + [-1], dtype=np.int64)
+                         + [-1], dtype=np.int32)
         return place[np.frombuffer(self._label_of, dtype=np.uint32)]
 
     def split_codes(self, splits: Sequence[str | None]) -> np.ndarray:
         """Each file's split as its place in `splits` (-1 for a split not in it)."""
         place = np.array([list(splits).index(s) if s in splits else -1 for s in self.splits]
-                         + [-1], dtype=np.int64)
+                         + [-1], dtype=np.int32)
         return place[np.frombuffer(self._split_of, dtype=np.uint8)]
 
     def take(self, indices: Iterable[int], kind: type | None = None,
-             splits: tuple[Sequence[str], Sequence[int]] | None = None) -> FileTable:
+             splits: tuple[Sequence[str], Sequence[int]] | None = None,
+             shared_names: bool = False) -> FileTable:
         """The files at `indices`, in that order, as a table of their own (of class `kind`,
         this one's by default); `splits`: (split names, each taken file's place in them) to
-        give the files those splits instead of theirs."""
+        give the files those splits instead of theirs; `shared_names`: the names read from
+        this table's by number, not copied."""
         indices = _positions(indices)
         taken = (kind or type(self))(self.splits)
         taken.folders, taken._folder_numbers = list(self.folders), dict(self._folder_numbers)
         taken.labels, taken._label_numbers = list(self.labels), dict(self._label_numbers)
-        taken._names = self._names.take(indices)
+        if shared_names:
+            taken._names = self._names
+            taken._name_at = array("I", self._name_places(indices).astype(np.uint32).tobytes())
+        else:
+            taken._names = self._names.take(self._name_places(indices))
         for source, target in ((self._folder_of, taken._folder_of),
                                (self._label_of, taken._label_of),
                                (self._split_of, taken._split_of)):

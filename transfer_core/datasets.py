@@ -137,7 +137,7 @@ def _pair_counts(table: FileTable, splits: list, labels: list[str],
     """counts[i, k]: the files of split splits[i] and label labels[k] (every split in row 0
     when `any_split`), from the table's numbers: no object per file."""
     label_codes = table.label_codes(labels)
-    split_codes = np.zeros(len(table), np.int64) if any_split else table.split_codes(splits)
+    split_codes = np.zeros(len(table), np.int32) if any_split else table.split_codes(splits)
     known = (label_codes >= 0) & (split_codes >= 0)
     cells = split_codes[known] * len(labels) + label_codes[known]
     counts = np.bincount(cells, minlength=len(splits) * len(labels))
@@ -588,7 +588,7 @@ def _manifest(report: ScanReport, images: ImageTable, taken: array, places: arra
               request: SplitRequest) -> Manifest:
     """The manifest of the images at `taken`, each in the split SPLITS[places[k]]; its classes
     those of the report that have a row."""
-    rows = images.take(taken, kind=RowTable, splits=(SPLITS, places))
+    rows = images.take(taken, kind=RowTable, splits=(SPLITS, places), shared_names=True)
     present = set(rows.present_labels())
     classes = [name for name in report.classes if name in present]
     return Manifest(root=report.root, classes=classes, rows=rows,
