@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from PIL import Image
 
 from conftest import colour_image, huge_png_header
+from transfer_core.compact import natural_order
 from transfer_core.datasets import (ImageEntry, ScanReport, SplitRequest, find_images, lay_out,
-                                    load_manifest, scan, split)
+                                    load_manifest, natural_key, scan, split)
 from transfer_core.errors import DatasetError, NotEnoughImagesError
 
 
@@ -188,6 +190,52 @@ def test_a_saved_manifest_is_the_indented_json_of_its_rows(workspace):
     path = manifest.save(workspace, "indented")
     assert path.read_bytes() == json.dumps(manifest.to_dict(), indent=1).encode()
     assert load_manifest(path).rows == manifest.rows
+
+
+def test_a_manifest_in_an_older_layout_still_loads(workspace):
+    """save writes a layout read line by line; a manifest written otherwise (an older version,
+    an editor) is read whole, as before: the same rows, files and fingerprint."""
+    manifest = split(_kaggle_report(9), SplitRequest(fractions=(0.6, 0.2, 0.2), seed=1))
+    path = manifest.save(workspace, "now")
+    data = json.loads(path.read_text())
+    del data["dropped"]  # manifests before duplicates were found have none
+    older = path.with_name("older.json")
+    older.write_text(json.dumps(data, indent=2))
+    for saved in (path, older):
+        loaded = load_manifest(saved)
+        assert loaded.rows == manifest.rows and loaded.classes == manifest.classes
+        assert loaded.files("test") == manifest.files("test") and loaded.dropped == []
+        assert loaded.fingerprint() == manifest.fingerprint() and loaded.counts() == data["counts"]
+    cut = path.with_name("cut.json")  # a manifest cut short in its rows is still refused
+    cut.write_text(path.read_text()[:len(path.read_text()) // 2])
+    with pytest.raises(DatasetError, match="not a Transfer Lab manifest"):
+        load_manifest(cut)
+
+
+def test_names_come_in_natural_order_without_a_list_of_keys(tmp_path):
+    """A folder's names are sorted by numpy over byte keys (compact.natural_order): the order
+    of natural_key, digits as numbers, case and leading zeros aside, names outside ASCII too."""
+    names = ["img10.jpg", "img2.jpg", "Img3.png", "img1.jpg", "img02b.jpg", "a1b10.jpg",
+             "a1b2.jpg", "é3.jpg", "e4.jpg", "x.jpg", "10.jpg", "9.jpg", "cat.100.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    layout, entries = find_images(tmp_path)
+    assert [Path(e.path).name for e in entries] == sorted(names, key=natural_key)
+    rng = random.Random(0)  # and ties (IMG2, img02, img2) keep the order they came in
+    many = ["".join(rng.choice("aB0129._é") for _ in range(rng.randint(0, 9)))
+            for _ in range(3000)]
+    assert natural_order(many).tolist() == sorted(range(len(many)),
+                                                  key=lambda i: natural_key(many[i]))
+
+
+def test_a_scan_report_reads_as_its_entries(kaggle_dataset):
+    """The scan holds its images compactly; read, sliced and pickled they are the entries."""
+    report = scan(kaggle_dataset)
+    entries = list(report.images)
+    assert all(isinstance(entry, ImageEntry) for entry in entries) and len(entries) > 10
+    assert report.images == entries and report.images[2:5] == entries[2:5]
+    assert report.images[-1] == entries[-1]
+    assert pickle.loads(pickle.dumps(report)).images == entries
 
 
 def test_a_file_that_is_not_a_manifest_is_a_clear_error(tmp_path):

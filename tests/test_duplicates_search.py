@@ -85,7 +85,7 @@ def test_the_pairs_do_not_depend_on_order_or_block_sizes(photos, monkeypatch):
     random.Random(3).shuffle(order)
     paths, prints = [paths[i] for i in order], [prints[i] for i in order]
     for name, value in (("_PAIRS_AT_ONCE", 3), ("_BLOCK", 4), ("_QUERIES", 6), ("_GAP", 2),
-                        ("_CORRELATE_AT_ONCE", 2)):
+                        ("_CORRELATE_AT_ONCE", 2), ("_BATCH_PAIRS", 2)):
         monkeypatch.setattr(duplicates, name, value)
     assert find_pairs(paths, prints) == reference_pairs(paths, prints)
     loose = find_pairs(paths, prints, near_bits=11, min_correlation=0.5)
@@ -110,3 +110,22 @@ def test_close_hashes_are_every_pair_within_the_limit(near_bits):
     close = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= near_bits
     expected = sorted(zip(*(a.tolist() for a in np.nonzero(np.triu(close, 1)))))
     assert found == expected and len(expected) > 100
+
+
+def test_a_batch_of_close_pairs_is_cut_at_a_fixed_size(monkeypatch):
+    """Look-alikes whose hashes cluster make many close pairs: they come in batches of a
+    bounded size (the pair phase's memory), the same pairs as in one batch per photo block."""
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**64, 4, dtype=np.uint64)[rng.integers(0, 4, 600)]
+    hashes ^= np.uint64(1) << rng.integers(0, 64, len(hashes)).astype(np.uint64)
+
+    def batches():
+        return [sorted(zip(first.tolist(), second.tolist()))
+                for first, second in duplicates._close_hashes(hashes, NEAR_BITS)]
+
+    whole = batches()
+    monkeypatch.setattr(duplicates, "_PAIRS_AT_ONCE", 16)
+    monkeypatch.setattr(duplicates, "_BATCH_PAIRS", 40)
+    cut = batches()
+    assert len(cut) > 10 * len(whole) and max(map(len, cut)) < 40 + 600
+    assert sorted(sum(cut, [])) == sorted(sum(whole, [])) and len(sum(whole, [])) > 10_000

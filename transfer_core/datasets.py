@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -17,17 +18,21 @@ import random
 import re
 import shutil
 import time
-from collections import Counter
+from array import array
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from . import config, duplicates
+from .compact import FileTable, StringTable, natural_order
 from .duplicates import DuplicatePair, FingerprintStore, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
 from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
-from .storage import write_json_atomic
+from .storage import json_bytes, write_pieces_atomic
 
 SPLITS = ("train", "validation", "test")
 # Per class, in index order: the blog post's 2000/1000/1000 and the book's 1000/500/500.
@@ -50,6 +55,36 @@ class ImageEntry:
     split: str | None = None  # "train", "validation" or "test" in the split-folders layout
 
 
+class ImageTable(FileTable):
+    """A scan's images held compactly (compact.FileTable): a sequence of ImageEntry."""
+
+    @staticmethod
+    def _fields(item) -> tuple:
+        return item.path, item.label, item.split
+
+    @staticmethod
+    def _item(path: str, label: str, split: str | None) -> ImageEntry:
+        return ImageEntry(path, label, split)
+
+
+class RowTable(FileTable):
+    """A manifest's rows held compactly (compact.FileTable): a sequence of (path, label,
+    split) tuples."""
+
+
+class PathList(Sequence):
+    """The paths of a FileTable, as a read-only sequence made on access."""
+
+    def __init__(self, table: FileTable):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> str:
+        return self.table.path(range(len(self.table))[index])
+
+
 @dataclass
 class ScanReport:
     """What a scan found: usable images per class and every skipped file with its reason."""
@@ -57,7 +92,7 @@ class ScanReport:
     root: str
     layout: str  # "folders", "kaggle" or "split-folders"
     classes: list[str]
-    images: list[ImageEntry]
+    images: Sequence[ImageEntry]  # an ImageTable from `scan` (a list works too)
     skipped: list[dict] = field(default_factory=list)  # {"path", "label", "reason"}
     seconds: float = 0.0
     ignored: int = 0  # files not named as pictures (.txt, .csv, hidden files): counted only
@@ -74,13 +109,14 @@ class ScanReport:
 
     def counts_per_split(self) -> dict[str, dict[str, int]]:
         """Usable images per split folder and class (split-folders layout only)."""
-        counter = Counter((entry.split, entry.label) for entry in self.images)
-        return {s: {name: counter.get((s, name), 0) for name in self.classes}
-                for s in self.split_folders}
+        splits = list(self.split_folders)
+        counter = _pair_counts(ImageTable.of(self.images), splits, self.classes)
+        return {s: {name: int(counter[i, k]) for k, name in enumerate(self.classes)}
+                for i, s in enumerate(splits)}
 
     def counts(self) -> dict[str, int]:
-        counter = Counter(entry.label for entry in self.images)
-        return {name: counter.get(name, 0) for name in self.classes}
+        counter = _pair_counts(ImageTable.of(self.images), [None], self.classes, any_split=True)
+        return {name: int(counter[0, k]) for k, name in enumerate(self.classes)}
 
     def skipped_counts(self) -> dict[str, int]:
         counter = Counter(item["label"] for item in self.skipped)
@@ -96,12 +132,25 @@ class ScanReport:
                 "counts_per_split": self.counts_per_split(), "notes": self.notes}
 
 
+def _pair_counts(table: FileTable, splits: list, labels: list[str],
+                 any_split: bool = False) -> np.ndarray:
+    """counts[i, k]: the files of split splits[i] and label labels[k] (every split in row 0
+    when `any_split`), from the table's numbers: no object per file."""
+    label_codes = table.label_codes(labels)
+    split_codes = np.zeros(len(table), np.int32) if any_split else table.split_codes(splits)
+    known = (label_codes >= 0) & (split_codes >= 0)
+    cells = split_codes[known] * len(labels) + label_codes[known]
+    counts = np.bincount(cells, minlength=len(splits) * len(labels))
+    return counts.reshape(len(splits), len(labels))
+
+
 def natural_key(text: str) -> list:
-    """Sort key where digit runs compare as numbers: cat.2 < cat.10."""
+    """Sort key where digit runs compare as numbers: cat.2 < cat.10 (compact.natural_order
+    sorts many names by it without a list of keys)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str, list[ImageEntry]]:
+def find_images(root: str | Path, roots: list[Path] | None = None) -> tuple[str, ImageTable]:
     """All image files under `root` with their labels, in natural order; and the layout name.
 
     A root that holds nothing but one folder is descended into (an unpacked zip's top folder).
@@ -126,14 +175,17 @@ def scan(root: str | Path, workers: int | None = None,
     checked_root = _checked_root(root, roots)
     found = _Walk(roots).dataset(checked_root)
     entries = found.entries
-    with FingerprintStore() as prints:
-        reasons = _check_all([entry.path for entry in entries], prints, workers, progress)
-        usable = [entry for entry, reason in zip(entries, reasons) if reason is None]
-        pairs = prints.pairs([entry.path for entry in usable])
-    skipped = found.skipped + [{"path": entry.path, "label": entry.label, "reason": reason}
-                               for entry, reason in zip(entries, reasons) if reason is not None]
-    labels = {entry.label for entry in entries} | {item["label"] for item in found.skipped}
+    labels = set(entries.present_labels()) | {item["label"] for item in found.skipped}
     classes = sorted(labels - {""}, key=natural_key)
+    with FingerprintStore() as prints:
+        reasons = _check_all(entries.paths(), len(entries), prints, workers, progress)
+        skipped = found.skipped + [{"path": entries.path(i), "label": entries[i].label,
+                                    "reason": reason} for i, reason in reasons.items()]
+        if reasons:  # a table of the usable ones, the first let go before the pair search
+            found.entries = entries = entries.take(i for i in range(len(entries))
+                                                   if i not in reasons)
+        usable = entries
+        pairs = prints.pairs(PathList(usable))
     report = ScanReport(str(checked_root), found.layout, classes, usable, skipped,
                         time.perf_counter() - started, found.ignored, pairs,
                         found.split_folders, _split_notes(found.split_folders, classes, usable))
@@ -150,15 +202,15 @@ def scan(root: str | Path, workers: int | None = None,
 
 
 def _split_notes(split_folders: dict[str, str], classes: list[str],
-                 usable: list[ImageEntry]) -> list[str]:
+                 usable: ImageTable) -> list[str]:
     """What differs between the split folders: a class missing from one, or a split missing."""
     if not split_folders:
         return []
-    have = {(entry.split, entry.label) for entry in usable}
+    splits = list(split_folders)
+    have = _pair_counts(usable, splits, classes)
     notes = []
-    for name in classes:
-        missing = [folder for split_name, folder in split_folders.items()
-                   if (split_name, name) not in have]
+    for k, name in enumerate(classes):
+        missing = [folder for i, folder in enumerate(split_folders.values()) if not have[i, k]]
         if missing and len(missing) < len(split_folders):  # none at all: shown as skipped
             notes.append(f"Class {name!r} has no usable images in "
                          f"{', '.join(f + '/' for f in missing)}: the classes differ between "
@@ -175,7 +227,7 @@ def _split_notes(split_folders: dict[str, str], classes: list[str],
 @dataclass
 class _Found:
     layout: str
-    entries: list[ImageEntry]
+    entries: ImageTable
     skipped: list[dict]
     ignored: int
     split_folders: dict[str, str] = field(default_factory=dict)
@@ -197,80 +249,101 @@ class _Walk:
         real = real or root
         self.read_folders.add(real)
         folders, loose, refused = self._list(root, real)
-        if len(folders) == 1 and not loose and not refused:
+        if len(folders) == 1 and not len(loose) and not refused:
             return self.dataset(*folders[0])
         splits = _split_folder_names(folders)
         if splits:
-            return self._split_dataset(folders, splits, loose, refused)
-        under = {path: self._pictures_under(path, path_real) for path, path_real in folders}
-        if any(under.values()):
+            return self._split_dataset(root, folders, splits, loose, refused)
+        under = [self._pictures_under(path, path_real, path.name)
+                 for path, path_real in folders]
+        if any(len(table) for table in under):
             for path, reason, is_folder in refused:
                 self._skip(path, path.name if is_folder else "", reason)
-            for path in loose:
-                self._skip(path, "", f"{path.name} is not inside a class folder")
-            entries = [ImageEntry(str(p), folder.name) for folder, paths in under.items()
-                       for p in paths]
+            for name in loose:
+                self._skip(root / name, "", f"{name} is not inside a class folder")
+            entries = ImageTable()
+            for table in under:
+                entries.extend_table(table)
             return _Found("folders", entries, self.skipped, self.ignored)
         for path, reason, is_folder in refused:
-            self._skip(path, "" if is_folder else _kaggle_label(path), reason)
-        loose.sort(key=lambda p: natural_key(p.name))
-        entries = [ImageEntry(str(p), _kaggle_label(p)) for p in loose]
+            self._skip(path, "" if is_folder else _kaggle_label(path.name), reason)
+        entries = ImageTable.of_names(_folder_text(root), loose,  # in natural order: _list's
+                                      map(_kaggle_label, loose))
         return _Found("kaggle", entries, self.skipped, self.ignored)
 
-    def _split_dataset(self, folders, splits: dict[str, str], loose, refused) -> _Found:
+    def _split_dataset(self, root: Path, folders, splits: dict[str, str], loose,
+                       refused) -> _Found:
         """train/cats/…, val/cats/…: the class folders inside each split folder. A split
         folder without class folders is no split layout: the caller reads classes instead."""
-        entries, by_name = [], {path.name: (path, real) for path, real in folders}
+        entries, by_name = ImageTable(), {path.name: (path, real) for path, real in folders}
         for folder_name, split_name in splits.items():  # train, validation, test
             path, real = by_name[folder_name]
             classes, files, refused_inside = self._list(path, real)
             for item_path, reason, is_folder in refused_inside:
                 self._skip(item_path, item_path.name if is_folder else "", reason)
-            for item_path in files:
-                self._skip(item_path, "", f"{path.name}/{item_path.name} is not inside a "
-                                          "class folder")
-            entries += [ImageEntry(str(p), folder.name, split_name)
-                        for folder, folder_real in classes
-                        for p in self._pictures_under(folder, folder_real)]
+            for name in files:
+                self._skip(path / name, "", f"{path.name}/{name} is not inside a class folder")
+            for folder, folder_real in classes:
+                entries.extend_table(self._pictures_under(folder, folder_real, folder.name,
+                                                          split_name))
         for path, reason, _is_folder in refused:
             self._skip(path, "", reason)
-        for path in loose:
-            self._skip(path, "", f"{path.name} is not inside a split folder")
+        for name in loose:
+            self._skip(root / name, "", f"{name} is not inside a split folder")
         return _Found("split-folders", entries, self.skipped, self.ignored,
                       {name: folder for folder, name in splits.items()})
 
-    def _pictures_under(self, top: Path, top_real: Path) -> list[Path]:
-        """Picture files anywhere under a class folder, in natural order of their subpath."""
-        found, stack = [], [(top, top_real)]
+    def _pictures_under(self, top: Path, top_real: Path, label: str,
+                        split: str | None = None) -> ImageTable:
+        """Picture files anywhere under a class folder, in natural order of their subpath,
+        as a table (each with `label` and `split`)."""
+        found, inside, stack = ImageTable(), [], [(top, top_real)]
         while stack:  # not recursion: a deep tree must not hit Python's recursion limit
             folder, real = stack.pop()
             folders, files, refused = self._list(folder, real)
             for path, reason, _ in refused:
                 self._skip(path, top.name, reason)
             stack += folders
-            found += files
-        return sorted(found, key=lambda p: natural_key(str(p.relative_to(top))))
+            if len(files):
+                number = found.folder_number(_folder_text(folder))
+                inside.append(_folder_text(folder.relative_to(top)) if folder != top else "")
+                for name in files:
+                    found.append_in(number, name, label, split)
+        if len(inside) < 2:  # one folder: _list's order already is the natural one
+            return found
+        return found.take(natural_order(_SubPaths(found, inside)))
 
     def _list(self, folder: Path, real: Path):
-        """(sub-folders as (path, real path), picture files, refused as (path, reason, folder?))
-        directly in `folder`, hidden entries left out."""
+        """(sub-folders as (path, real path), picture files as a StringTable of names,
+        refused as (path, reason, folder?)) directly in `folder`, hidden entries left out,
+        each in natural order. Plain files (nearly all of a dataset) are kept as names only,
+        sorted at the end by compact.natural_order: no object per file."""
+        names, listed_at, others = StringTable(), array("I"), []
         try:
             with os.scandir(folder) as listing:
-                items = sorted(listing, key=lambda item: natural_key(item.name))
+                for place, item in enumerate(listing):
+                    if _hidden_name(item.name):
+                        self.ignored += not item.is_dir()
+                    elif item.is_symlink() or not item.is_file(follow_symlinks=False):
+                        others.append((place, item))  # folders and links: a few, checked below
+                    elif _is_picture_name(item.name):
+                        names.append(item.name)
+                        listed_at.append(place)
+                    else:  # .txt, .csv: counted only
+                        self.ignored += 1
         except OSError as exc:
             reason = f"{folder.name} cannot be read ({exc.strerror or exc})"
-            return [], [], [(folder, reason, True)]
-        folders, files, refused = [], [], []
-        for item in items:
+            return [], StringTable(), [(folder, reason, True)]
+        others.sort(key=lambda placed: natural_key(placed[1].name))
+        folders, refused, plain = [], [], len(names)
+        for place, item in others:
             path = Path(item.path)
-            if _hidden(path):
-                self.ignored += not item.is_dir()
-                continue
             target, kind, why_not = self._target(item, real / item.name)
-            if why_not and (kind == "folder" or _is_picture_name(path)):
+            if why_not and (kind == "folder" or _is_picture_name(item.name)):
                 refused.append((path, f"{item.name} {why_not}", kind == "folder"))
-            elif kind == "file" and not why_not and _is_picture_name(path):
-                files.append(path)
+            elif kind == "file" and not why_not and _is_picture_name(item.name):
+                names.append(item.name)
+                listed_at.append(place)
             elif kind != "folder" or why_not:  # .txt, .csv, links to them: counted only
                 self.ignored += 1
             elif target not in self.read_folders:
@@ -278,7 +351,9 @@ class _Walk:
                 folders.append((path, target))
             elif item.is_symlink():  # a plain folder cannot be met twice; a link can
                 refused.append((path, f"{item.name} links to a folder already read", True))
-        return folders, files, refused
+        if len(names) > plain:  # links to pictures: back into the listing's order first,
+            names = names.take(np.argsort(listed_at, kind="stable"))  # which breaks ties
+        return folders, names.take(natural_order(names)), refused
 
     def _target(self, item: os.DirEntry, real: Path) -> tuple[Path | None, str, str | None]:
         """The real path behind a directory entry, "folder", "file" or "other", and why it is
@@ -298,6 +373,20 @@ class _Walk:
 
     def _skip(self, path: Path, label: str, reason: str) -> None:
         self.skipped.append({"path": str(path), "label": label, "reason": reason})
+
+
+class _SubPaths(Sequence):
+    """The paths of a table's files below a class folder ("sub/img2.jpg"), made on access:
+    `inside[n]` is the table's folder n below the class folder."""
+
+    def __init__(self, table: ImageTable, inside: list[str]):
+        self.table, self.inside = table, inside
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> str:
+        return self.inside[self.table.folder_of(index)] + self.table.name(index)
 
 
 def _split_folder_names(folders: list[tuple[Path, Path]]) -> dict[str, str]:
@@ -326,38 +415,67 @@ def _has_sub_folder(folder: Path) -> bool:
         return False
 
 
-def _check_all(paths: list[str], prints: FingerprintStore, workers: int | None,
-               progress: Callable[[int, int], None] | None) -> list[str | None]:
-    """None or the reason it is skipped, of each file; the usable files' fingerprints go to
-    `prints` in order as they come (the decode that checks a file fingerprints it too: see
-    bench/duplicates.py for the cost), so no list of them is ever held."""
+def _check_all(paths: Iterable[str], count: int, prints: FingerprintStore, workers: int | None,
+               progress: Callable[[int, int], None] | None) -> dict[int, str]:
+    """{place: the reason it is skipped} of the files that are not usable (of `count` files in
+    `paths`); the usable files' fingerprints go to `prints` in order as they come (the decode
+    that checks a file fingerprints it too: see bench/duplicates.py for the cost), so no list
+    of them is ever held, nor of the paths (taken from the iterator a few chunks ahead)."""
     workers = workers or os.cpu_count() or 1
-    reasons: list[str | None] = []
+    reasons: dict[int, str] = {}
+    done = 0
 
     def keep(result: tuple) -> None:
+        nonlocal done
         reason, fingerprint = result
-        reasons.append(reason)
         if reason is None:
             prints.add(fingerprint)
+        else:
+            reasons[done] = reason
+        done += 1
 
-    if workers == 1 or len(paths) < 500:  # starting worker processes costs ~1 s
-        for done, path in enumerate(paths, 1):
+    if workers == 1 or count < 500:  # starting worker processes costs ~1 s
+        for path in paths:
             keep(check_and_fingerprint(path))
-            if progress and (done % 50 == 0 or done == len(paths)):
-                progress(done, len(paths))
+            if progress and (done % 50 == 0 or done == count):
+                progress(done, count)
         return reasons
     # "fork" where there is one: a spawned child re-imports the parent's __main__, which inside
     # Streamlit is the app script itself. The children only run Pillow, never TensorFlow, so
     # TensorFlow's threads in the parent do not matter to them.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    chunk = max(16, min(256, len(paths) // (workers * 8)))
+    chunk = max(16, min(256, count // (workers * 8)))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for result in pool.map(check_and_fingerprint, paths, chunksize=chunk):
-            keep(result)
-            if progress and (len(reasons) % 200 == 0 or len(reasons) == len(paths)):
-                progress(len(reasons), len(paths))
+        for results in _map_ahead(pool, _check_chunk, _chunks(paths, chunk), 4 * workers):
+            for result in results:
+                keep(result)
+                if progress and (done % 200 == 0 or done == count):
+                    progress(done, count)
     return reasons
+
+
+def _check_chunk(paths: list[str]) -> list[tuple]:
+    return [check_and_fingerprint(path) for path in paths]
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _map_ahead(pool: ProcessPoolExecutor, function: Callable, items: Iterable,
+               ahead: int) -> Iterator:
+    """pool.map's results in order, with at most `ahead` items submitted and not yet taken:
+    Executor.map submits every item at once (Python 3.11), which holds them all."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(function, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 @dataclass
@@ -448,19 +566,31 @@ def split(report: ScanReport, request: SplitRequest) -> Manifest:
     """
     if request.preset == AS_LAID_OUT:
         return _split_as_laid_out(report, request)
-    by_class = {name: [e for e in report.images if e.label == name] for name in report.classes}
-    rows = []
-    for name, entries in by_class.items():
+    images = ImageTable.of(report.images)
+    labels = images.label_codes(report.classes)
+    taken, places = array("q"), array("B")  # the rows: each image's place, each split's
+    for number, name in enumerate(report.classes):
+        entries = array("q", np.flatnonzero(labels == number).tobytes())
         wanted = split_counts(len(entries), request)
         _check_enough(name, len(entries), wanted, request)
-        if not request.preset:
-            entries = entries[:]
+        if not request.preset:  # shuffles places as it shuffled the entries: the same order
             random.Random(f"{request.seed}:{name}").shuffle(entries)
         start = 0
-        for split_name, count in zip(SPLITS, wanted):
-            rows += [(e.path, name, split_name) for e in entries[start:start + count]]
+        for split_number, count in enumerate(wanted):
+            part = entries[start:start + count]
+            taken += part
+            places += array("B", bytes([split_number])) * len(part)
             start += count
-    classes = [name for name in report.classes if by_class[name]]
+    return _manifest(report, images, taken, places, request)
+
+
+def _manifest(report: ScanReport, images: ImageTable, taken: array, places: array,
+              request: SplitRequest) -> Manifest:
+    """The manifest of the images at `taken`, each in the split SPLITS[places[k]]; its classes
+    those of the report that have a row."""
+    rows = images.take(taken, kind=RowTable, splits=(SPLITS, places), shared_names=True)
+    present = set(rows.present_labels())
+    classes = [name for name in report.classes if name in present]
     return Manifest(root=report.root, classes=classes, rows=rows,
                     request=request.as_recorded(report.split_folders))
 
@@ -480,27 +610,30 @@ def _split_as_laid_out(report: ScanReport, request: SplitRequest) -> Manifest:
                            "to split all its images.")
     held_out = [s for s in ("validation", "test") if s not in given
                 and not (s == "test" and request.test_from == "validation")]
-    rows = []
-    for name in report.classes:
-        entries = [e for e in report.images if e.label == name]
-        by_split = {s: [e.path for e in entries if e.split == s] for s in SPLITS}
-        if entries and not by_split["train"]:
+    images = ImageTable.of(report.images)
+    labels, splits = images.label_codes(report.classes), images.split_codes(SPLITS)
+    taken, places = array("q"), array("B")
+    for number, name in enumerate(report.classes):
+        entries = np.flatnonzero(labels == number)  # by place, not path: no string per photo
+        by_split = {s: entries[splits[entries] == n].tolist() for n, s in enumerate(SPLITS)}
+        if len(entries) and not by_split["train"]:
             raise NotEnoughImagesError(
                 f"Class {name!r} has no usable images in the training folder "
                 f"({given['train']}/), so no model can learn it. Add some, remove the class "
                 "from every split folder, or choose fractions to split all its images.")
-        for split_name, paths in zip(held_out, _hold_out(name, by_split, held_out, request)):
-            by_split[split_name] = paths
-        rows += [(p, name, s) for s in SPLITS for p in by_split[s]]
-    classes = [name for name in report.classes if any(row[1] == name for row in rows)]
-    return Manifest(root=report.root, classes=classes, rows=rows,
-                    request=request.as_recorded(given))
+        for split_name, chosen in zip(held_out, _hold_out(name, by_split, held_out, request)):
+            by_split[split_name] = chosen
+        for split_number, split_name in enumerate(SPLITS):
+            taken += array("q", by_split[split_name])
+            places += array("B", bytes([split_number])) * len(by_split[split_name])
+    return _manifest(report, images, taken, places, request)
 
 
-def _hold_out(name: str, by_split: dict[str, list[str]], held_out: list[str],
-              request: SplitRequest) -> list[list[str]]:
-    """`request.holdout` of a class's training files for each split in `held_out` (shuffled
-    with the seed); by_split["train"] keeps the rest, in file order."""
+def _hold_out(name: str, by_split: dict[str, list[int]], held_out: list[str],
+              request: SplitRequest) -> list[list[int]]:
+    """`request.holdout` of a class's training files (their places in the scan) for each
+    split in `held_out` (shuffled with the seed); by_split["train"] keeps the rest, in file
+    order."""
     train = by_split["train"]
     if not held_out or not train:
         return []
@@ -539,7 +672,7 @@ class Manifest:
 
     root: str
     classes: list[str]
-    rows: list[tuple[str, str, str]]  # (path, label, split)
+    rows: Sequence[tuple[str, str, str]]  # (path, label, split): a RowTable, or a list
     request: dict
     path: str | None = None  # where it is saved
     # Photos left out as copies of others: {"path", "label", "split", "reason", "copy_of", "kind"}
@@ -556,33 +689,82 @@ class Manifest:
         split when `test_is_validation`)."""
         if split_name == "test" and self.test_is_validation:
             split_name = "validation"
-        index = {name: i for i, name in enumerate(self.classes)}
-        chosen = [(p, index[label]) for p, label, s in self.rows if s == split_name]
-        return [p for p, _ in chosen], [i for _, i in chosen]
+        rows = RowTable.of(self.rows)
+        chosen = np.flatnonzero(rows.split_codes([split_name]) == 0)
+        labels = rows.label_codes(self.classes)[chosen]
+        if (labels < 0).any():  # as a dict lookup of the label would
+            raise KeyError(rows[int(chosen[np.argmax(labels < 0)])][1])
+        return [rows.path(i) for i in chosen.tolist()], labels.tolist()
 
     def counts(self) -> dict[str, dict[str, int]]:
-        counter = Counter((s, label) for _, label, s in self.rows)
-        return {s: {name: counter.get((s, name), 0) for name in self.classes} for s in SPLITS}
+        counter = _pair_counts(RowTable.of(self.rows), list(SPLITS), self.classes)
+        return {s: {name: int(counter[i, k]) for k, name in enumerate(self.classes)}
+                for i, s in enumerate(SPLITS)}
 
     def fingerprint(self) -> str:
-        """Changes whenever a file, label or split changes."""
-        digest = hashlib.sha256(json.dumps([self.classes, self.rows]).encode())
+        """Changes whenever a file, label or split changes: the SHA-256 of
+        json.dumps([classes, rows]), its text made and hashed a slice of rows at a time."""
+        digest = hashlib.sha256(f"[{json.dumps(self.classes)}, [".encode())
+        for start in range(0, len(self.rows), _ROWS_AT_ONCE):
+            rows = self.rows[start:start + _ROWS_AT_ONCE]
+            digest.update(((", " if start else "")
+                           + ", ".join(_row_json(row) for row in rows)).encode())
+        digest.update(b"]]")
         return digest.hexdigest()[:16]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, rows: bool = True) -> dict:
+        """The manifest as saved (with an empty "files" when not `rows`)."""
+        files = ([{"path": p, "label": label, "split": s} for p, label, s in self.rows]
+                 if rows else [])
         return {"format": 1, "root": self.root, "classes": self.classes, "request": self.request,
-                "counts": self.counts(),
-                "files": [{"path": p, "label": label, "split": s} for p, label, s in self.rows],
-                "dropped": self.dropped}
+                "counts": self.counts(), "files": files, "dropped": self.dropped}
 
     def save(self, workspace: str | Path, name: str | None = None) -> Path:
-        """Write the manifest into the workspace's manifests folder (atomically)."""
+        """Write the manifest into the workspace's manifests folder (atomically), the bytes
+        of `write_json_atomic(path, self.to_dict())`, a slice of rows at a time."""
         name = name or (f"{Path(self.root).name}-{_request_slug(self.request)}-"
                         f"{self.fingerprint()[:8]}")
         path = config.manifests_dir(Path(workspace)) / f"{name}.json"
-        write_json_atomic(path, self.to_dict())
+        write_pieces_atomic(path, self._saved_pieces())
         self.path = str(path)
         return path
+
+    def _saved_pieces(self) -> Iterator[bytes]:
+        outline = json_bytes(self.to_dict(rows=False)).decode()
+        files = outline.index(_FILES) + len(_FILES) - 2  # where "[]" stands
+        yield outline[:files].encode()
+        if not len(self.rows):
+            yield b"[]"
+        for start in range(0, len(self.rows), _ROWS_AT_ONCE):
+            rows = self.rows[start:start + _ROWS_AT_ONCE]
+            yield (("[\n" if not start else ",\n") + ",\n".join(map(_saved_row, rows))
+                   + ("\n ]" if start + _ROWS_AT_ONCE >= len(self.rows) else "")).encode()
+        yield outline[files + 2:].encode()
+
+
+# A manifest's rows as `json_bytes` writes them (indent 1, inside the "files" list), and as
+# json.dumps writes one for the fingerprint; other values (a number as a label) go through
+# json itself.
+_FILES = '\n "files": []'
+_SAVED_ROW = '  {\n   "path": %s,\n   "label": %s,\n   "split": %s\n  }'
+_ROWS_AT_ONCE = 4096
+
+
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _saved_row(row: tuple) -> str:
+    if all(isinstance(value, str) for value in row):
+        return _SAVED_ROW % tuple(map(_json_string, row))
+    path, label, split_name = row
+    text = json_bytes({"path": path, "label": label, "split": split_name}).decode()
+    return "  " + text.replace("\n", "\n  ")
+
+
+def _row_json(row: tuple) -> str:
+    if all(isinstance(value, str) for value in row):
+        return "[" + ", ".join(map(_json_string, row)) + "]"
+    return json.dumps(list(row))
 
 
 def _request_slug(request: dict) -> str:
@@ -594,10 +776,12 @@ def _request_slug(request: dict) -> str:
 
 
 def load_manifest(path: str | Path) -> Manifest:
+    """A saved manifest, its rows in a RowTable. The layout `save` writes is read line by
+    line (no object per row on the way); any other JSON (older or edited manifests) is read
+    whole, as before."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-        rows = [(f["path"], f["label"], f["split"]) for f in data["files"]]
+        data, rows = _read_saved_layout(path) or _read_any_layout(path)
         manifest = Manifest(data["root"], data["classes"], rows, data.get("request", {}), str(path),
                             _dropped(data.get("dropped", [])))  # older manifests have none
     except FileNotFoundError:
@@ -606,6 +790,50 @@ def load_manifest(path: str | Path) -> Manifest:
     except (ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path} is not a Transfer Lab manifest ({exc}).") from None
     return manifest
+
+
+def _read_any_layout(path: Path) -> tuple[dict, RowTable]:
+    data = json.loads(path.read_text())
+    return data, RowTable.of((f["path"], f["label"], f["split"]) for f in data["files"])
+
+
+def _read_saved_layout(path: Path) -> tuple[dict, RowTable] | None:
+    """The manifest's other keys and its rows, read line by line, when the file has exactly
+    the layout `Manifest.save` writes (each row on five lines, every value a string); None
+    for any other layout."""
+    rows, head = RowTable(), []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            head.append(line)
+            if line == ' "files": [\n':
+                break
+        else:
+            return None
+        while (line := lines.readline()) == "  {\n":
+            row = [_saved_value(lines.readline(), key, end) for key, end in _ROW_LINES]
+            if None in row or lines.readline() not in ("  },\n", "  }\n"):
+                return None
+            rows.append(*row)
+        if line not in (" ],\n", " ]\n"):
+            return None
+        head[-1] = ' "files": []' + line[2:]
+        data = json.loads("".join(head) + lines.read())
+    return data, rows
+
+
+_ROW_LINES = (('   "path": ', ",\n"), ('   "label": ', ",\n"), ('   "split": ', "\n"))
+
+
+def _saved_value(line: str, key: str, end: str) -> str | None:
+    """The string after `key` on a line of the saved layout; None when the line is other."""
+    if not (line.startswith(key) and line.endswith(end)) or line[len(key)] != '"':
+        return None
+    text = line[len(key):len(line) - len(end)]
+    try:
+        value, stop = json.decoder.scanstring(text, 1)
+    except ValueError:
+        return None
+    return value if stop == len(text) else None
 
 
 def _dropped(items) -> list[dict]:
@@ -679,14 +907,24 @@ def _shown(root: str | Path) -> str:
 
 
 def _hidden(path: Path) -> bool:
-    return path.name.startswith((".", "__MACOSX"))
+    return _hidden_name(path.name)
 
 
-def _is_picture_name(path: Path) -> bool:
+def _hidden_name(name: str) -> bool:
+    return name.startswith((".", "__MACOSX"))
+
+
+def _is_picture_name(name: str) -> bool:
     """A name we decode (its content decides) or one of a picture format we list as skipped."""
-    suffix = path.suffix.lower()
+    dot = name.rfind(".")
+    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""  # as Path.suffix
     return suffix in IMAGE_EXTENSIONS or suffix in OTHER_IMAGE_EXTENSIONS
 
 
-def _kaggle_label(path: Path) -> str:
-    return path.name.split(".", 1)[0].lower()
+def _kaggle_label(name: str) -> str:
+    return name.split(".", 1)[0].lower()
+
+
+def _folder_text(folder: str | Path) -> str:
+    """A folder's path ending with a separator: what its files' paths start with."""
+    return os.path.join(str(folder), "")

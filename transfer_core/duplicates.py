@@ -41,6 +41,9 @@ _ROW = _GREY + 32  # a photo in FingerprintStore's file: its grey picture, then 
 _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
 _PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
 _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
+# Close pairs confirmed at once: a batch is cut here too, so that memory stays the same however
+# densely the photos' hashes cluster (docs/BENCHMARKS.md, round 5 of issue 19).
+_BATCH_PAIRS = 1 << 16
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
 _CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
@@ -253,8 +256,9 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     whose bits vary together, then spread over the bands (4.5× fewer candidate pairs than
     contiguous bands on the benchmark's photos). The work is the lookups (linear in the
     photos) plus the candidate pairs: few for distinct photos, many for look-alikes whose
-    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of _QUERIES photos, not
-    of all, so memory does not grow with the photos' number (only with their look-alikes).
+    hashes cluster (docs/BENCHMARKS.md). A batch holds the close pairs of at most _QUERIES
+    photos and about _BATCH_PAIRS pairs, so memory grows neither with the photos' number nor
+    with their look-alikes.
     """
     radius = near_bits // _BANDS
     if radius > 3:
@@ -263,13 +267,11 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
     flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
     for number, bits in enumerate(bands):
-        key = np.zeros(len(hashes), dtype=np.int32)
-        for place, bit in enumerate(bits):
-            key |= ((hashes >> np.uint64(bit)) & np.uint64(1)).astype(np.int32) << place
+        key = _band_key(hashes, bits)
         order = np.argsort(key, kind="stable").astype(np.int32)
         starts = _bucket_starts(key[order], len(bits))
         for block in range(0, len(hashes), _QUERIES):
-            found_first, found_second = [], []
+            found_first, found_second, held = [], [], 0
             for flip in flips[len(bits)]:
                 wanted = key[block:block + _QUERIES] ^ flip
                 lower = starts[wanted]
@@ -280,10 +282,33 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
                     keep = (second > first) & (np.bitwise_count(differ) <= near_bits)
                     for mask in masks[:number]:  # found in an earlier band already
                         keep &= np.bitwise_count(differ & mask) > radius
-                    found_first.append(first[keep])
-                    found_second.append(second[keep])
-            if found_first:
-                yield np.concatenate(found_first), np.concatenate(found_second)
+                    found_first.append(first[keep].astype(np.int32))
+                    found_second.append(second[keep].astype(np.int32))
+                    held += len(found_first[-1])
+                    if held >= _BATCH_PAIRS:
+                        yield _emptied(found_first), _emptied(found_second)
+                        held = 0
+            if held:
+                yield _emptied(found_first), _emptied(found_second)
+
+
+def _emptied(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts joined, the list emptied: a paused generator holds no copy of a batch."""
+    joined = np.concatenate(parts)
+    parts.clear()
+    return joined
+
+
+def _band_key(hashes: np.ndarray, bits: list[int]) -> np.ndarray:
+    """Each hash's bits `bits` as one number (int32), made a slice of hashes at a time so
+    that the uint64 temporaries stay small."""
+    key = np.zeros(len(hashes), dtype=np.int32)
+    for start in range(0, len(hashes), _QUERIES):
+        part = hashes[start:start + _QUERIES]
+        for place, bit in enumerate(bits):
+            key[start:start + _QUERIES] |= ((part >> np.uint64(bit)) & np.uint64(1)
+                                            ).astype(np.int32) << place
+    return key
 
 
 def _bucket_starts(sorted_keys: np.ndarray, width: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import TransferLabError
@@ -42,12 +43,19 @@ def temp_prefix(name: str) -> str:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename over `path`."""
+    return write_pieces_atomic(path, [data])
+
+
+def write_pieces_atomic(path: str | Path, pieces: Iterable[bytes]) -> Path:
+    """write_bytes_atomic of the pieces joined, written as they come: a large file (a manifest
+    of 100,000 photos) is never whole in memory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for piece in pieces:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -74,7 +82,7 @@ def save_model_atomic(model, path) -> None:
 
 
 def write_json_atomic(path: str | Path, data) -> Path:
-    return write_bytes_atomic(path, _json_bytes(data))
+    return write_bytes_atomic(path, json_bytes(data))
 
 
 def write_json_in_place(path: str | Path, data) -> Path:
@@ -83,14 +91,14 @@ def write_json_in_place(path: str | Path, data) -> Path:
     damaged, which says more than a status that never changes."""
     with open(path, "r+b" if Path(path).exists() else "wb") as handle:
         handle.seek(0)
-        handle.write(_json_bytes(data))
+        handle.write(json_bytes(data))
         handle.truncate()
         handle.flush()
         os.fsync(handle.fileno())
     return Path(path)
 
 
-def _json_bytes(data) -> bytearray:
+def json_bytes(data) -> bytearray:
     """json.dumps(data, indent=1, default=str), encoded, byte for byte, gathered piece by piece:
     with an indent, dumps joins a list of every small piece (several times the text: 8 MB
     for a manifest of 8,000 photos whose text is 0.8 MB), and a str copied into bytes."""
