@@ -144,6 +144,8 @@ def test_one_run_has_raw_dots_smoothed_lines_and_a_best_star_named_without_the_r
     assert fig.layout.xaxis.title.text == "epoch"
     assert fig.layout.yaxis.title.text == "accuracy"
     assert fig.layout.yaxis.tickformat.endswith("%")
+    # an accuracy axis stops just above 100% (autorange had shown a "110%" tick)
+    assert 1.0 < fig.layout.yaxis.autorangeoptions.maxallowed <= 1.05
 
 
 def test_training_and_validation_share_the_run_colour_but_not_the_line_style():
@@ -164,6 +166,7 @@ def test_smoothed_line_restarts_when_fine_tuning_starts():
     assert list(line.y) == pytest.approx(head + fine)
     assert fig.layout.title.text == "Training and validation loss"
     assert not (fig.layout.yaxis.tickformat or "").endswith("%")
+    assert fig.layout.yaxis.autorangeoptions.maxallowed is None  # a loss has no ceiling
 
 
 def test_two_runs_get_their_own_traces_and_colours():

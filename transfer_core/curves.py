@@ -44,6 +44,7 @@ _SPLITS = (
 )
 
 _RUN_COLOURS = plotly.colors.qualitative.Plotly
+ACCURACY_AXIS_TOP = 1.03  # room for a star at 100%, and no tick above it
 
 
 def smooth_curve(points: Sequence[float | None],
@@ -137,7 +138,9 @@ def curves_figure(
     fig.update_layout(
         title={"text": f"Training and validation {metric}"},
         xaxis={"title": {"text": "epoch"}},
-        yaxis={"title": {"text": metric}, "tickformat": ".0%" if percent else None},
+        yaxis={"title": {"text": metric}, "tickformat": ".0%" if percent else None,
+               # Autorange pads past the points at 100% and showed a "110%" tick.
+               "autorangeoptions": {"maxallowed": ACCURACY_AXIS_TOP} if percent else None},
         # Below the plot, in rows: long run names would otherwise squeeze the plot itself.
         legend={"groupclick": "toggleitem", "orientation": "h", "yanchor": "top", "y": -0.2,
                 "xanchor": "left", "x": 0},
