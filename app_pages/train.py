@@ -205,7 +205,9 @@ def settings_input(manifest, last: dict) -> str:
         st.caption(f"In use: recommended ({reason}). When the run starts, it measures on the "
                    "training and validation splits only: the head (linear on standardized "
                    "average pooling, weight decay chosen as a logistic regression's, or the "
-                   "chapter's Dense 256 on average pooling or flatten), the learning rate (a "
+                   "chapter's Dense 256 on average pooling or flatten; the linear head unless "
+                   "another is more accurate on validation beyond chance, by McNemar's test), "
+                   "the learning rate (a "
                    "range test: a tenth of the rate with the lowest loss) and the epochs "
                    f"(early stopping, patience {PATIENCE}). The Curves page shows what it "
                    "tried. Epochs, learning rate and head input below are replaced.")

@@ -110,10 +110,17 @@ def tried_text(search: dict) -> str:
     if not search:
         return ""
     heads = [f"{t['head']} {t['val_loss']:.3f}/{100 * t['val_accuracy']:.1f}% "
-             f"({t['best_epoch']}/{t['epochs_run']} ep, {t['cpu_seconds']:.1f} s CPU)"
-             for t in search["tried"]]
+             f"({t['best_epoch']}/{t['epochs_run']} ep, {t['cpu_seconds']:.1f} s CPU"
+             f"{mcnemar_text(t)})" for t in search["tried"]]
     decay = search["weight_decay"]
     return "; ".join(heads) + f"; C {decay['C']:g} ({decay['cpu_seconds']:.1f} s CPU)"
+
+
+def mcnemar_text(tried: dict) -> str:
+    """A candidate against the linear head: validation photos gained / lost, McNemar's p."""
+    found = tried.get("against_linear")
+    return (f", +{found['gained']}/-{found['lost']} of {found['photos']} p {found['p']:.3g}"
+            if found else "")
 
 
 def unscreened_choice(run: Run, workspace: Path) -> str:

@@ -14,14 +14,19 @@ stopped short of scikit-learn's optimum, round 4); the chapter's hidden layer on
 or the flattened features, each with its own range test, trained at its rate with early
 stopping (patience PATIENCE on the validation loss, at most MAX_EPOCHS); and the chapter's own
 settings, fitted whole (its last epoch, as its runs keep) when they cost little enough
-(CHAPTER_BUDGET). The head with the highest
-validation accuracy at its best epoch wins, ties going to the lower validation cross-entropy:
-accuracy is what the user reads and what the logistic regression's C is chosen on, and the
-cross-entropy misjudged a strongly decayed linear head, accurate but underconfident
-(docs/BENCHMARKS.md, round 4). Its best epoch sets the run's epochs. The cheap heads go first,
-on features averaged once; each later fit stops as soon as its validation loss is behind the
-best head's at equal epochs (successive halving; the loss, smooth, where accuracy on a
-validation split of 40 photos moves in 2.5-point steps). Class weights, when set, weigh every
+(CHAPTER_BUDGET). The linear head, the simplest and the report's baseline, is the reference:
+another head replaces it only if it is more accurate on validation at its best epoch AND
+McNemar's exact test on the validation photos the two score differently finds the gain unlikely
+to be chance (p < SIGNIFICANCE; Dietterich, "Approximate statistical tests for comparing
+supervised classification learning algorithms", 1998): on 40 validation photos a 4-photo gain
+is within chance, and the chapter's settings chosen by one such gain tested 4 photos worse
+(docs/BENCHMARKS.md, rounds 4b and 5). Among those that pass, the most accurate wins, ties
+going to the lower validation cross-entropy: accuracy is what the user reads and what the
+logistic regression's C is chosen on, and the cross-entropy misjudged a strongly decayed linear
+head, accurate but underconfident (round 4). Its best epoch sets the run's epochs. The cheap heads
+go first, on features averaged once; each later fit stops as soon as its validation loss is
+behind the best head's at equal epochs (successive halving; the loss, smooth, where accuracy on
+a validation split of 40 photos moves in 2.5-point steps). Class weights, when set, weigh every
 step and the validation loss.
 """
 
@@ -63,16 +68,23 @@ KEEP_RATE, KEEP_EPOCHS = 1e-7, 1
 # (about 15 s CPU on the shared 2-core EPYC); beyond, skipped and the reason recorded. Never
 # screened: at 2e-5 its first epochs are far behind where its 30th ends.
 CHAPTER_BUDGET = 2e8
+# Another head replaces the linear one only when McNemar's exact test gives its gain on the
+# validation photos a p-value below this: the usual 5%, the level Dietterich (1998) tested it
+# at. Fixed before the test split is seen; on 40 photos it needs at least 6 photos gained to
+# none lost (p = 0.031), where 4 to none is p = 0.125.
+SIGNIFICANCE = 0.05
 VALIDATION_BATCH = 256  # validation only evaluates: large batches, the same loss
 SMOOTHING = 0.9  # the exponential moving average of the loss, debiased (as fastai)
 DIVERGED = 4.0  # stop the range test once the smoothed loss is this many times its minimum
 RULE = "a tenth of the rate with the lowest smoothed loss"
 RULES = {
     "learning_rate": f"range test, {LR_STEPS} batches from {LR_START:g} to {LR_END:g}: {RULE}",
-    "head": "the highest validation accuracy at each head's best epoch (the chapter's "
-            "settings: their last), ties by the lower validation cross-entropy (without weight "
-            "decay's penalty); the hidden-layer heads stop from epoch "
-            f"{SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) once their best "
+    "head": "the linear head, unless another is more accurate on validation at its best "
+            "epoch (the chapter's settings: their last) and McNemar's exact test on the "
+            f"validation photos the two score differently gives p < {SIGNIFICANCE:g} "
+            "(Dietterich 1998); of those, the most accurate, ties by the lower validation "
+            "cross-entropy (without weight decay's penalty); the hidden-layer heads stop "
+            f"from epoch {SCREEN_EPOCHS} on ({FLATTEN_SCREEN_EPOCHS} for flatten) once their best "
             "cross-entropy is above the best head's over as many epochs; the chapter's "
             f"settings are fitted when their {TrainConfig.epochs} epochs read at most "
             f"{CHAPTER_BUDGET:.0e} feature values",
@@ -202,6 +214,7 @@ def choose_weight_decay(train: tuple, validation: tuple, seed: int,
     c = float(model[-1].C)
     return {"C": c, "weight_decay": 1 / (2 * c * len(train[1])), "tried": tried,
             "class_weight": _json_weights(class_weight),
+            "val_correct": model.predict(validation[0]) == validation[1],
             "cpu_seconds": round(time.process_time() - started, 2)}
 
 
@@ -246,7 +259,10 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
                   steps_per_execution=STEPS_PER_EXECUTION)
     after = FLATTEN_SCREEN_EPOCHS if config.pooling == "flatten" else SCREEN_EPOCHS
     scores = _BehindAtEqualEpochs(rival and rival["val_losses"], after)
-    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE), scores]
+    # The best epoch's weights restored at the end, to tell which validation photos it gets
+    # right (McNemar's test against the linear head), whichever rule stopped the fit.
+    callbacks = [keras.callbacks.EarlyStopping("val_loss", patience=PATIENCE,
+                                               restore_best_weights=True), scores]
     data = ViewBank(*train, 1, config.batch_size, config.seed)
     checks = _validation_batches(validation, weights)
     history = head_model.fit(data, validation_data=checks, epochs=MAX_EPOCHS,
@@ -261,8 +277,18 @@ def try_head(head: str, config: TrainConfig, train, validation, num_classes: int
             "val_accuracy": float(history["val_accuracy"][best]),
             "val_losses": [round(v, 5) for v in scores.losses],
             "stopped_behind": scores.stopped_after,
+            "val_correct": correct_photos(head_model, validation),
             "cpu_seconds": round(time.process_time() - started, 2),
             "class_weight": _json_weights(weights)}
+
+
+def correct_photos(model: keras.Model, validation) -> np.ndarray:
+    """Which validation photos `model` gets right, a boolean per photo (McNemar's test reads
+    them; the record keeps only their counts)."""
+    probabilities = model.predict(FeatureBatches(*validation, VALIDATION_BATCH), verbose=0)
+    predicted = (probabilities[:, 0] > 0.5 if probabilities.shape[1] == 1
+                 else probabilities.argmax(axis=1))
+    return predicted.astype(int) == np.asarray(validation[1]).astype(int)
 
 
 def logistic_candidate(decay: dict) -> dict:
@@ -311,6 +337,7 @@ def try_chapter(config: TrainConfig, train, validation, num_classes: int) -> dic
             "range_test": None, "best_epoch": config.epochs, "epochs_run": config.epochs,
             "val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"]),
             "val_losses": [float(scores["loss"])], "stopped_behind": None,
+            "val_correct": correct_photos(model, validation),
             "cpu_seconds": round(time.process_time() - started, 2),
             "class_weight": _json_weights(weights)}
 
@@ -320,13 +347,40 @@ def _rank(tried: dict) -> tuple[float, float]:
     return -tried["val_accuracy"], tried["val_loss"]
 
 
+def mcnemar_p(gained: int, lost: int) -> float:
+    """McNemar's exact test (two-sided): how likely a gain of `gained` photos against `lost`,
+    among the photos two classifiers score differently, is under chance alone (each such photo
+    a fair coin: the binomial test of `gained` in `gained + lost`)."""
+    from scipy.stats import binomtest  # scipy comes with scikit-learn
+
+    return 1.0 if gained + lost == 0 else float(binomtest(gained, gained + lost).pvalue)
+
+
+def choose(tried: list[dict], correct: list[np.ndarray]) -> dict:
+    """The chosen candidate: the reference `tried[0]` (the linear head) unless another ranks
+    above it (_rank) and gains significantly on the photos the two score differently (McNemar,
+    SIGNIFICANCE; `correct[i]`: which validation photos `tried[i]` gets right); then the best
+    ranked such. Records each comparison's counts in its candidate, as "against_linear"."""
+    reference, passed = tried[0], [tried[0]]
+    for candidate, right in zip(tried[1:], correct[1:]):
+        gained = int(np.count_nonzero(right & ~correct[0]))
+        lost = int(np.count_nonzero(~right & correct[0]))
+        p = mcnemar_p(gained, lost)
+        candidate["against_linear"] = {"gained": gained, "lost": lost, "photos": len(right),
+                                       "p": float(f"{p:.3g}")}
+        # gained > lost as well: with class weights the accuracy ranked is weighted
+        if _rank(candidate) < _rank(reference) and gained > lost and p < SIGNIFICANCE:
+            passed.append(candidate)
+    return min(passed, key=_rank)
+
+
 def search(config: TrainConfig, train, validation, num_classes: int, screen: bool = True
            ) -> dict:
     """What was tried and what was chosen, from (features, labels) of train and validation.
     The heads are fitted cheapest first (HEADS); each later one stops as soon as it is behind
     the best so far at equal epochs (SCREEN_EPOCHS on), unless `screen` is False (every fit
-    runs to early stopping: how bench/ checks the screen). The head with the highest
-    validation accuracy at its best epoch is chosen (_rank)."""
+    runs to early stopping: how bench/ checks the screen). The linear head is chosen unless
+    another is more accurate on validation, significantly so (choose)."""
     started, cpu = time.perf_counter(), time.process_time()
     train = (train[0], _labels(train[1], num_classes))  # features stay on disk, if cached
     validation = (validation[0], _labels(validation[1], num_classes))
@@ -344,7 +398,8 @@ def search(config: TrainConfig, train, validation, num_classes: int, screen: boo
         ranges = {head: head_range_test(configs[head], inputs[configs[head].pooling][0],
                                         num_classes) for head in HEADS if head != "linear"}
         decay = pending.result()
-    tried = [logistic_candidate(decay)]
+    # which validation photos the regression gets right: for McNemar's test, not the record
+    tried = [{**logistic_candidate(decay), "val_correct": decay.pop("val_correct")}]
     for head in HEADS[1:]:
         rival = min(tried, key=_rank) if screen else None
         tried.append(try_head(head, configs[head], *inputs[configs[head].pooling], num_classes,
@@ -356,7 +411,7 @@ def search(config: TrainConfig, train, validation, num_classes: int, screen: boo
         skipped.append({"head": "chapter", "reason": (
             f"its {TrainConfig.epochs} epochs would read {chapter_cost(train[0]):.1e} feature "
             f"values, over the search's budget of {CHAPTER_BUDGET:.0e}")})
-    chosen = min(tried, key=_rank)
+    chosen = choose(tried, [t.pop("val_correct") for t in tried])
     return {"tried": tried, "skipped": skipped, "weight_decay": decay,
             "chosen_head": chosen["head"], "chosen": chosen_settings(chosen, config, decay),
             "rule": RULES, "seconds": round(time.perf_counter() - started, 2),
@@ -473,6 +528,7 @@ def recommendation_lines(recommendation: dict) -> list[str]:
     head = head_name({**chosen, "head": recommendation.get("chosen_head") or (
         "linear" if chosen.get("dense_units") == 0 else None)})
     rules = "; ".join(f"{what.replace('_', ' ')}, {how}" for what, how in rule.items())
+    lines += [line for line in [choice_line(recommendation)] if line]
     stopping = (f"early stopping with patience {chosen['early_stopping_patience']}"
                 if chosen.get("early_stopping_patience") else "the last epoch kept")
     lines.append(f"Chosen: {head} at {chosen['learning_rate']:.1e} for at most "
@@ -490,3 +546,31 @@ def _tried_line(tried: dict) -> str:
         return f"{head_name(tried)}: at its last epoch, {scores}"
     return (f"{head_name(tried)}: rate {tried['learning_rate']:.1e}, best epoch "
             f"{tried['best_epoch']} of {tried['epochs_run']}, {scores}" + _stopped_text(tried))
+
+
+def choice_line(recommendation: dict) -> str | None:
+    """Why the linear head was kept or replaced, with McNemar's p; None for a search recorded
+    before that test."""
+    tried = recommendation["tried"]
+    if not any("against_linear" in t for t in tried[1:]):
+        return None
+    if recommendation["chosen_head"] != "linear":
+        winner = next(t for t in tried if t["head"] == recommendation["chosen_head"])
+        name = head_name(winner)
+        return (f"{name[0].upper() + name[1:]} replaces the linear head: it {_gain_text(winner)}, "
+                f"unlikely to be chance (McNemar p = {winner['against_linear']['p']:.2g}).")
+    ahead = [t for t in tried[1:] if _rank(t) < _rank(tried[0])]
+    if not ahead:
+        return "The linear head kept: no other head scored more validation photos."
+    return "The linear head kept: " + "; ".join(
+        f"{head_name(t)} {_gain_text(t)}, within chance (McNemar p = "
+        f"{t['against_linear']['p']:.2g})" for t in ahead) + "."
+
+
+def _gain_text(tried: dict) -> str:
+    found = tried["against_linear"]
+    net = found["gained"] - found["lost"]
+    scored = (f"scored {net} more of {found['photos']} validation photos" if net > 0 else
+              f"scored no more of {found['photos']} validation photos (unweighted)")
+    return (f"{scored} ({found['gained']} right where the linear head was wrong, "
+            f"{found['lost']} the other way)")
