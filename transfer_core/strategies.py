@@ -43,7 +43,10 @@ STRATEGY_HELP = {
     "fine_tune": (
         "Fine-tuning: first train the classifier on the frozen base (as above), then unfreeze "
         "the top block of the base and train it together with the classifier at a lower "
-        "learning rate, so the most specialised features adapt to your images."),
+        "learning rate, so the most specialised features adapt to your images (the chapter: "
+        "about 97% with VGG16). With a base as strong as MobileNetV2 on Dogs vs Cats the "
+        "three transfer strategies tie within a few photos: 97.4%, 97.4% and 97.3% here, "
+        "mean of 3 seeds at 30 + 30 epochs (docs/LADDER.md)."),
 }
 
 
