@@ -57,8 +57,15 @@ def fit_baseline(train: tuple, validation: tuple | None, c_grid=C_GRID, seed: in
     `class_weight` weighs the training loss, as Keras' does (None: every photo alike)."""
     if validation is None:
         return fit_logistic(train, 1.0, seed, class_weight), [{"C": 1.0}]
+    return fit_and_choose(train, [validation], c_grid, seed, class_weight)  # one chunk
+
+
+def fit_and_choose(train: tuple, validation_chunks, c_grid=C_GRID, seed: int = 0,
+                   class_weight: dict | None = None):
+    """fit_baseline's model and tries, with validation given as (pooled rows, labels) chunks:
+    one pipeline fitted per C, the one choose_on_chunks picks returned."""
     models = [fit_logistic(train, c, seed, class_weight) for c in c_grid]
-    best, tried = choose_on_chunks(models, [validation])  # the whole split as one chunk
+    best, tried = choose_on_chunks(models, validation_chunks)
     return models[best], tried
 
 
@@ -129,12 +136,8 @@ def baseline(run: Run, split: str = "test", workspace=None,
     train = pooled(features, rows=rows), labels[rows]
     train_images = len(train[1])
     validation, scored = split_features("validation"), split_features(split)
-    if validation is None:
-        model, tried = fit_baseline(train, None, seed=config.seed)
-    else:
-        models = [fit_logistic(train, c, config.seed) for c in C_GRID]
-        best, tried = choose_on_chunks(models, chunks(validation))
-        model = models[best]
+    model, tried = (fit_baseline(train, None, seed=config.seed) if validation is None else
+                    fit_and_choose(train, chunks(validation), seed=config.seed))
     del train  # the sample's pooled rows are not needed to score
     chosen = model[-1].C
     accuracy, images = chunked_accuracy(model, chunks(scored))
@@ -142,7 +145,7 @@ def baseline(run: Run, split: str = "test", workspace=None,
               "C": chosen, "tried": tried, "split": split, "accuracy": float(accuracy),
               "images": int(images), "train_images": int(train_images)}
     if validation is not None:
-        result["val_accuracy"] = tried[best]["val_accuracy"]
+        result["val_accuracy"] = next(t["val_accuracy"] for t in tried if t["C"] == chosen)
         result["val_images"] = int(len(validation[1]))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result

@@ -43,6 +43,7 @@ import numpy as np
 from .balance import class_weights
 from .errors import RunError
 from .feature_rows import FeatureBatches, RowReader, pooled
+from .predict import two_columns
 from .runs import TrainConfig
 from .strategies import adapt_standardizer, build_head, compile_model
 
@@ -286,9 +287,7 @@ def correct_photos(model: keras.Model, validation) -> np.ndarray:
     """Which validation photos `model` gets right, a boolean per photo (McNemar's test reads
     them; the record keeps only their counts)."""
     probabilities = model.predict(FeatureBatches(*validation, VALIDATION_BATCH), verbose=0)
-    predicted = (probabilities[:, 0] > 0.5 if probabilities.shape[1] == 1
-                 else probabilities.argmax(axis=1))
-    return predicted.astype(int) == np.asarray(validation[1]).astype(int)
+    return two_columns(probabilities).argmax(axis=1) == np.asarray(validation[1]).astype(int)
 
 
 def logistic_candidate(decay: dict) -> dict:
@@ -528,7 +527,8 @@ def recommendation_lines(recommendation: dict) -> list[str]:
     head = head_name({**chosen, "head": recommendation.get("chosen_head") or (
         "linear" if chosen.get("dense_units") == 0 else None)})
     rules = "; ".join(f"{what.replace('_', ' ')}, {how}" for what, how in rule.items())
-    lines += [line for line in [choice_line(recommendation)] if line]
+    if choice := choice_line(recommendation):
+        lines.append(choice)
     stopping = (f"early stopping with patience {chosen['early_stopping_patience']}"
                 if chosen.get("early_stopping_patience") else "the last epoch kept")
     lines.append(f"Chosen: {head} at {chosen['learning_rate']:.1e} for at most "
