@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from transfer_core.stats import mean_interval  # noqa: E402
+from transfer_core.stats import comparison_text, mean_interval, paired_comparison  # noqa: E402
 
 RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
 PATHS = {0: "on the fly", 3: "K=3", "auto": "auto"}  # fast extraction: "cached features"
@@ -155,11 +155,47 @@ def verdicts(found: dict) -> list[str]:
             out.append(f"chapter order with {path}, rule {rule}: "
                        + " ≤ ".join(f"{100 * v:.2f}%" for v in values)
                        + (" holds" if holds else " does NOT hold"))
+        out += paired_rungs(dict(zip(("fast extraction", "augmented", "fine-tuning"), rungs)),
+                            path)
+    for path in ("auto", "K=3", "on the fly"):
+        out += fine_tuning_effect(found.get((TUNED, path)), path)
     best = best_rule(found)
     if best:
         out.append("mean test accuracy of each rule over every strategy and path measured "
                    "(each group weighs one): "
                    + ", ".join(f"{rule} {100 * v:.2f}%" for rule, v in best))
+    return out
+
+
+def paired_rungs(rungs: dict, path: str, rule: str = "last") -> list[str]:
+    """Each two rungs compared seed by seed (stats.paired_comparison) on the seeds both ran."""
+    by_seed = {name: {r["seed"]: r["rules"][f"{rule}/{scope}"]["test_accuracy"] for r in mine}
+               for name, (mine, scope) in rungs.items()}
+    out = []
+    for a, b in (("augmented", "fast extraction"), ("fine-tuning", "augmented"),
+                 ("fine-tuning", "fast extraction")):
+        seeds = sorted(by_seed[a].keys() & by_seed[b].keys())
+        if len(seeds) >= 2:
+            comparison = paired_comparison([by_seed[a][s] for s in seeds],
+                                           [by_seed[b][s] for s in seeds])
+            out.append(f"  paired by seed ({path}, {rule}): "
+                       + comparison_text(a, b, comparison))
+    return out
+
+
+def fine_tuning_effect(group, path: str) -> list[str]:
+    """Per fine_tune seed: validation accuracy at the head phase's last epoch and at the run's
+    last, and the test accuracy of those two models (rules last/head and last/all)."""
+    if not group:
+        return []
+    out = [f"fine-tuning's own effect ({path}): validation / test accuracy, head phase's last "
+           "epoch → the run's last"]
+    for row in group[0]:
+        head_end = [e for e in row["epochs"] if e["phase"] == "head"][-1]
+        tests = [row["rules"][f"last/{scope}"]["test_accuracy"] for scope in ("head", "all")]
+        out.append(f"  seed {row['seed']}: validation {100 * head_end['val_accuracy']:.2f}% → "
+                   f"{100 * row['epochs'][-1]['val_accuracy']:.2f}%, test "
+                   f"{100 * tests[0]:.2f}% → {100 * tests[1]:.2f}%")
     return out
 
 
