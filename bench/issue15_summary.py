@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from transfer_core.stats import comparison_text, mean_interval, paired_comparison  # noqa: E402
 
 RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
-PATHS = {0: "on the fly", 3: "K=3", "auto": "auto"}  # fast extraction: "cached features"
+PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}  # fast extraction: "cached features"
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
@@ -130,7 +130,7 @@ def verdicts(found: dict) -> list[str]:
     for name, pick in (("feature_extraction_augmented", augmented),
                        ("fine_tune", lambda f, p: f.get((TUNED, p)))):
         reference = pick(found, "on the fly")
-        for path in ("K=3", "auto"):
+        for path in ("K=3", "K=10", "auto"):
             mine = pick(found, path)
             if not (reference and mine):
                 continue
@@ -144,7 +144,7 @@ def verdicts(found: dict) -> list[str]:
                 ref = mean_interval(rule_values(*reference, rule)).mean
                 out.append(f"  {rule}: {path} − on the fly = {100 * (ours - ref):+.2f} points "
                            f"({len(mine[0])} against {len(reference[0])} seeds)")
-    for path in ("auto", "K=3", "on the fly"):
+    for path in ("auto", "K=3", "K=10", "on the fly"):
         rungs = [found.get((FAST, "cached features")), augmented(found, path),
                  found.get((TUNED, path))]
         if not all(rungs):
@@ -157,7 +157,7 @@ def verdicts(found: dict) -> list[str]:
                        + (" holds" if holds else " does NOT hold"))
         out += paired_rungs(dict(zip(("fast extraction", "augmented", "fine-tuning"), rungs)),
                             path)
-    for path in ("auto", "K=3", "on the fly"):
+    for path in ("auto", "K=3", "K=10", "on the fly"):
         out += fine_tuning_effect(found.get((TUNED, path)), path)
     best = best_rule(found)
     if best:
