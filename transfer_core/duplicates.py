@@ -46,7 +46,8 @@ _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of p
 _BATCH_PAIRS = 1 << 16
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
-_CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
+_CORRELATE_AT_ONCE = 128  # pairs correlated at once: 2 × 512 KB of float32 rows
+_NORM_ROWS = 64  # rows whose norms are taken at once (a 256 KB temporary)
 
 
 @dataclass(frozen=True)
@@ -165,13 +166,15 @@ class FingerprintStore:
         exact_keys = {i * len(self) + j for i, j in exact}
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
         heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        scratch = _scratch()
         for first, second in _close_hashes(hashes, near_bits):
-            maybe_exact = np.flatnonzero(heads[first] == heads[second])
-            fresh = np.ones(len(first), dtype=bool)
-            fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k]) not in exact_keys
-                                  for k in maybe_exact]
-            first, second = first[fresh], second[fresh]
-            similar = self._correlations(first, second) >= min_correlation
+            if exact_keys:  # the exact copies found already are not near ones too
+                maybe_exact = np.flatnonzero(heads[first] == heads[second])
+                fresh = np.ones(len(first), dtype=bool)
+                fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k])
+                                      not in exact_keys for k in maybe_exact]
+                first, second = first[fresh], second[fresh]
+            similar = self._correlations(first, second, scratch) >= min_correlation
             first, second = first[similar], second[similar]
             distances = np.bitwise_count(hashes[first] ^ hashes[second])
             found += zip(first.tolist(), second.tolist(), ["near"] * len(first),
@@ -195,38 +198,44 @@ class FingerprintStore:
         return [(a, b) for members in groups.values()
                 for n, a in enumerate(members) for b in members[n + 1:]]
 
-    def _correlations(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def _correlations(self, first: np.ndarray, second: np.ndarray,
+                      scratch: tuple[np.ndarray, ...]) -> np.ndarray:
         """The grey pictures' correlation for each pair (first[k], second[k]), the pairs
         taken by blocks of _BLOCK photos of `first`, then of `second`: each block's pictures
-        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`), and
-        memory holds two blocks, whatever the number of photos. The same arithmetic as
-        `_correlations` (row by row), so the same values to the bit."""
+        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`).
+        Memory holds two blocks and the rows of _CORRELATE_AT_ONCE pairs, in the search's
+        `scratch` buffers, filled again for each block (no fresh 4 MB array per block for the
+        heap to keep), whatever the number of photos. The same arithmetic as `_correlations`
+        (row by row), so the same values to the bit."""
         result = np.empty(len(first), dtype=np.float32)
         if not len(first):
             return result
+        a_block, b_block, a, b = scratch
         order = np.lexsort((second, first // _BLOCK))
         for part in _runs(first[order] // _BLOCK, order):
             a_at = np.unique(first[part])
-            a_rows = _centred(self._read(a_at)[:, :_GREY])
+            a_rows = self._centred_block(a_at, a_block)
             for group in _runs(second[part] // _BLOCK, part):
                 b_at = np.unique(second[group])
-                b_rows = _centred(self._read(b_at)[:, :_GREY])
+                b_rows = self._centred_block(b_at, b_block)
                 for start in range(0, len(group), _CORRELATE_AT_ONCE):
                     pairs = group[start:start + _CORRELATE_AT_ONCE]
-                    a = a_rows[np.searchsorted(a_at, first[pairs])]
-                    b = b_rows[np.searchsorted(b_at, second[pairs])]
-                    result[pairs] = np.einsum("ij,ij->i", a, b)
+                    n = len(pairs)  # mode="clip": into `out` directly (the indices are valid)
+                    np.take(a_rows, np.searchsorted(a_at, first[pairs]), 0, a[:n], "clip")
+                    np.take(b_rows, np.searchsorted(b_at, second[pairs]), 0, b[:n], "clip")
+                    result[pairs] = np.einsum("ij,ij->i", a[:n], b[:n])
         return result
 
-    def _read(self, indices: np.ndarray) -> np.ndarray:
-        """The stored rows of sorted, distinct `indices`: one read per run of indices less
-        than _GAP apart."""
-        rows = np.empty((len(indices), _ROW), dtype=np.uint8)
+    def _centred_block(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The centred grey pictures of sorted, distinct `indices` (at most len(out)), in the
+        first rows of `out`: one read per run of indices less than _GAP apart."""
+        rows = out[:len(indices)]
         cuts = np.flatnonzero(np.diff(indices) >= _GAP) + 1
         for run in np.split(np.arange(len(indices)), cuts):
             first = int(indices[run[0]])
             span = self._rows(first, int(indices[run[-1]]) - first + 1)
-            rows[run] = span[indices[run] - first]
+            rows[run[0]:run[-1] + 1] = span[indices[run] - first, :_GREY]  # as astype(float32)
+        _centre(rows)
         return rows
 
     def _rows(self, first: int, count: int) -> np.ndarray:
@@ -236,6 +245,16 @@ class FingerprintStore:
         if got != rows.nbytes:
             raise OSError(f"the fingerprints' temporary file ended early ({got} bytes)")
         return rows
+
+
+def _scratch() -> tuple[np.ndarray, ...]:
+    """FingerprintStore._correlations' buffers, made once a search: two blocks' centred grey
+    pictures and the rows of the pairs correlated at once. Made by np.empty, a page costs
+    memory only once a block has filled it; and reusing them leaves the heap no freed 4 MB
+    holes to keep (docs/BENCHMARKS.md, round 6 of issue 19)."""
+    return (np.empty((_BLOCK, _GREY), np.float32), np.empty((_BLOCK, _GREY), np.float32),
+            np.empty((_CORRELATE_AT_ONCE, _GREY), np.float32),
+            np.empty((_CORRELATE_AT_ONCE, _GREY), np.float32))
 
 
 def _runs(values: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
@@ -267,6 +286,7 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
     flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
     for number, bits in enumerate(bands):
+        key = order = starts = None  # the last band's tables go before this band's are made
         key = _band_key(hashes, bits)
         order = np.argsort(key, kind="stable").astype(np.int32)
         starts = _bucket_starts(key[order], len(bits))
@@ -285,6 +305,7 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
                     found_first.append(first[keep].astype(np.int32))
                     found_second.append(second[keep].astype(np.int32))
                     held += len(found_first[-1])
+                    del first, second, differ, keep  # not held while a batch is confirmed
                     if held >= _BATCH_PAIRS:
                         yield _emptied(found_first), _emptied(found_second)
                         held = 0
@@ -337,10 +358,16 @@ def _expand(lower: np.ndarray, counts: np.ndarray, order: np.ndarray):
     ends = np.cumsum(counts[photos], dtype=np.int64)
     cuts = np.searchsorted(ends, np.arange(_PAIRS_AT_ONCE, ends[-1], _PAIRS_AT_ONCE))
     for chunk in np.split(photos, np.unique(cuts[(cuts > 0) & (cuts < len(photos))])):
-        sizes = counts[chunk].astype(np.int64)
-        first = np.repeat(chunk, sizes)
-        offsets = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        yield first, order[np.repeat(lower[chunk], sizes) + offsets].astype(np.int64)
+        yield _pairs_of(chunk, lower, counts, order)  # no array of it held while paused
+
+
+def _pairs_of(chunk: np.ndarray, lower: np.ndarray, counts: np.ndarray,
+              order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): each photo i of `chunk` against each photo of its bucket."""
+    sizes = counts[chunk].astype(np.int64)
+    first = np.repeat(chunk, sizes)
+    offsets = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return first, order[np.repeat(lower[chunk], sizes) + offsets].astype(np.int64)
 
 
 def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -352,12 +379,22 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _centred(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
+    _centre(rows)
+    return rows
+
+
+def _centre(rows: np.ndarray) -> None:
+    """Each float32 row minus its mean, over its norm (0 for a flat row), in place. The norms
+    a few rows at a time: np.linalg.norm squares its whole input into a temporary first (4 MB
+    for a block), and a row's norm is the same to the bit however many rows go with it."""
     rows -= rows.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    norms = np.empty((len(rows), 1), dtype=np.float32)
+    for start in range(0, len(rows), _NORM_ROWS):
+        norms[start:start + _NORM_ROWS] = np.linalg.norm(rows[start:start + _NORM_ROWS],
+                                                         axis=1, keepdims=True)
     flat = norms[:, 0] <= 1e-3
     np.divide(rows, norms, out=rows, where=~flat[:, None])  # in place: half the memory
     rows[flat] = 0
-    return rows
 
 
 def locate(pairs: list[DuplicatePair], rows: list[tuple[str, str, str]]) -> list[dict]:
