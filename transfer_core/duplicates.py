@@ -122,14 +122,13 @@ def find_pairs(paths: list[str], prints: list[Fingerprint], near_bits: int = NEA
 
 class FingerprintStore:
     """The fingerprints of a scan's photos, added one by one as the decodes finish, kept so
-    that memory does not grow by a kilobyte a photo: in memory only each pHash and the first
-    8 bytes of each SHA-256 (16 bytes a photo); each grey picture and full SHA-256 go to an
-    unnamed temporary file (1,056 bytes a photo on disk), read back only for the photos of a
+    that memory does not grow by a kilobyte a photo: in memory only each pHash (8 bytes a
+    photo); each grey picture and SHA-256 go to an unnamed temporary file (1,056 bytes a
+    photo on disk), read back for the search of exact copies and for the photos of a
     candidate pair."""
 
     def __init__(self):
         self._hashes = array("Q")
-        self._digest_heads = array("Q")
         self._file = tempfile.TemporaryFile(prefix="transfer-lab-fingerprints-")
 
     def __len__(self) -> int:
@@ -146,7 +145,6 @@ class FingerprintStore:
 
     def add(self, fingerprint: Fingerprint) -> None:
         self._hashes.append(fingerprint.phash)
-        self._digest_heads.append(int.from_bytes(fingerprint.sha256[:8], "little"))
         self._file.write(fingerprint.grey + fingerprint.sha256)
 
     def pairs(self, paths: list[str], near_bits: int = NEAR_BITS,
@@ -163,16 +161,12 @@ class FingerprintStore:
             raise ValueError(f"{len(paths)} paths for {len(self)} fingerprints")
         exact = self._exact_pairs()
         found = [(i, j, "exact", 0) for i, j in exact]
-        exact_keys = {i * len(self) + j for i, j in exact}
+        exact_keys = np.array(sorted(i * len(self) + j for i, j in exact), dtype=np.int64)
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
-        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
         scratch = _scratch()
         for first, second in _close_hashes(hashes, near_bits):
-            if exact_keys:  # the exact copies found already are not near ones too
-                maybe_exact = np.flatnonzero(heads[first] == heads[second])
-                fresh = np.ones(len(first), dtype=bool)
-                fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k])
-                                      not in exact_keys for k in maybe_exact]
+            if len(exact_keys):  # the exact copies found already are not near ones too
+                fresh = ~np.isin(first.astype(np.int64) * len(self) + second, exact_keys)
                 first, second = first[fresh], second[fresh]
             similar = self._correlations(first, second, scratch) >= min_correlation
             first, second = first[similar], second[similar]
@@ -185,8 +179,8 @@ class FingerprintStore:
 
     def _exact_pairs(self) -> list[tuple[int, int]]:
         """(i, j), i < j, of the photos with equal SHA-256s: grouped by the digests' first 8
-        bytes in memory, then confirmed on the full digests read back for those photos only."""
-        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        bytes, then confirmed on the full digests read back for those photos only."""
+        heads = self._digest_heads()
         order = np.argsort(heads, kind="stable")
         same = heads[order[1:]] == heads[order[:-1]]
         shared = np.zeros(len(heads), dtype=bool)
@@ -197,6 +191,16 @@ class FingerprintStore:
             groups[self._rows(index, 1)[0, _GREY:].tobytes()].append(index)
         return [(a, b) for members in groups.values()
                 for n, a in enumerate(members) for b in members[n + 1:]]
+
+    def _digest_heads(self) -> np.ndarray:
+        """Each photo's SHA-256's first 8 bytes (as little-endian uint64s), read back from the
+        file a block of rows at a time: held only while exact copies are searched, not
+        during the rest of the search (8 bytes a photo)."""
+        heads = np.empty(len(self), dtype=np.uint64)
+        for first in range(0, len(self), _BLOCK):
+            rows = self._rows(first, min(_BLOCK, len(self) - first))
+            heads[first:first + len(rows)] = rows[:, _GREY:_GREY + 8].copy().view("<u8")[:, 0]
+        return heads
 
     def _correlations(self, first: np.ndarray, second: np.ndarray,
                       scratch: tuple[np.ndarray, ...]) -> np.ndarray:
