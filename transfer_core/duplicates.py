@@ -42,8 +42,8 @@ _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
 _PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
 _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
 # Close pairs confirmed at once: a batch is cut here too, so that memory stays the same however
-# densely the photos' hashes cluster (docs/BENCHMARKS.md, round 5 of issue 19).
-_BATCH_PAIRS = 1 << 16
+# densely the photos' hashes cluster (docs/BENCHMARKS.md, rounds 5 and 6 of issue 19).
+_BATCH_PAIRS = 1 << 15
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
 _CORRELATE_AT_ONCE = 128  # pairs correlated at once: 2 × 512 KB of float32 rows
@@ -215,7 +215,7 @@ class FingerprintStore:
         if not len(first):
             return result
         a_block, b_block, a, b = scratch
-        order = np.lexsort((second, first // _BLOCK))
+        order = np.lexsort((second, first // _BLOCK)).astype(np.int32)  # held: half the size
         for part in _runs(first[order] // _BLOCK, order):
             a_at = np.unique(first[part])
             a_rows = self._centred_block(a_at, a_block)
