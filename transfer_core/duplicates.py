@@ -42,8 +42,9 @@ _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
 _PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
 _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
 # Close pairs confirmed at once: a batch is cut here too, so that memory stays the same however
-# densely the photos' hashes cluster (docs/BENCHMARKS.md, rounds 5 and 6 of issue 19).
-_BATCH_PAIRS = 1 << 15
+# densely the photos' hashes cluster (docs/BENCHMARKS.md, rounds 5 and 6 of issue 19: half
+# this costs the look-alikes' pair phase a fifth more CPU, each group of pairs being smaller).
+_BATCH_PAIRS = 1 << 16
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
 _CORRELATE_AT_ONCE = 128  # pairs correlated at once: 2 × 512 KB of float32 rows
