@@ -291,14 +291,17 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
     flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
     for number, bits in enumerate(bands):
-        key = order = starts = None  # the last band's tables go before this band's are made
+        order = starts = None  # the last band's tables go before this band's are made
         key = _band_key(hashes, bits)
         order = np.argsort(key, kind="stable").astype(np.int32)
-        starts = _bucket_starts(key[order], len(bits))
+        key = key[order]  # sorted, for the table; then let go (each block's keys are made again)
+        starts = _bucket_starts(key, len(bits))
+        del key
         for block in range(0, len(hashes), _QUERIES):
             found_first, found_second, held = [], [], 0
+            block_key = _band_key(hashes[block:block + _QUERIES], bits)
             for flip in flips[len(bits)]:
-                wanted = key[block:block + _QUERIES] ^ flip
+                wanted = block_key ^ flip
                 lower = starts[wanted]
                 counts = starts[wanted + 1] - lower
                 for first, second in _expand(lower, counts, order):
