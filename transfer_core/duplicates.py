@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import mmap
 import os
 import tempfile
 from array import array
@@ -254,12 +255,22 @@ class FingerprintStore:
 
 def _scratch() -> tuple[np.ndarray, ...]:
     """FingerprintStore._correlations' buffers, made once a search: two blocks' centred grey
-    pictures and the rows of the pairs correlated at once. Made by np.empty, a page costs
-    memory only once a block has filled it; and reusing them leaves the heap no freed 4 MB
-    holes to keep (docs/BENCHMARKS.md, round 6 of issue 19)."""
-    return (np.empty((_BLOCK, _GREY), np.float32), np.empty((_BLOCK, _GREY), np.float32),
-            np.empty((_CORRELATE_AT_ONCE, _GREY), np.float32),
-            np.empty((_CORRELATE_AT_ONCE, _GREY), np.float32))
+    pictures and the rows of the pairs correlated at once, filled again for each block (no
+    fresh 4 MB array per block for the heap to keep: docs/BENCHMARKS.md, round 6 of issue
+    19). A page costs memory only once a block has filled it (`_small_pages`)."""
+    return tuple(_small_pages((rows, _GREY)) for rows in
+                 (_BLOCK, _BLOCK, _CORRELATE_AT_ONCE, _CORRELATE_AT_ONCE))
+
+
+def _small_pages(shape: tuple[int, int]) -> np.ndarray:
+    """An empty float32 array in an anonymous memory map of its own, kept out of transparent
+    huge pages where the system can say so: numpy asks for huge pages for arrays of 4 MB and
+    more, and then the first row a block writes past a 2 MB boundary makes 2 MB resident (a
+    block of 1,024 pictures is often filled only to a few hundred rows)."""
+    buffer = mmap.mmap(-1, shape[0] * shape[1] * 4)
+    if hasattr(buffer, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype=np.float32).reshape(shape)
 
 
 def _runs(values: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
