@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import colour_image, huge_png_header
+from conftest import COLOURS, colour_image, huge_png_header
 from transfer_core.compact import natural_order
 from transfer_core.datasets import (ImageEntry, ScanReport, SplitRequest, find_images, lay_out,
                                     load_manifest, natural_key, scan, split)
@@ -236,6 +236,28 @@ def test_a_scan_report_reads_as_its_entries(kaggle_dataset):
     assert report.images == entries and report.images[2:5] == entries[2:5]
     assert report.images[-1] == entries[-1]
     assert pickle.loads(pickle.dumps(report)).images == entries
+
+
+def test_more_than_256_classes_and_folders_keep_their_labels(tmp_path, workspace):
+    """The table stores a photo's folder and label numbers in one byte while they fit, wider
+    after: 300 class folders (with 300 sub-folders) scan, split and save with every photo in
+    its folder and class."""
+    root = tmp_path / "many"
+    expected = []
+    for k in range(300):
+        folder = root / f"class{k}" / ("deeper" if k % 2 else "")
+        folder.mkdir(parents=True)
+        colour_image(COLOURS["red"], 8, seed=k).save(folder / f"img{k}.png")
+        expected.append((str(folder / f"img{k}.png"), f"class{k}"))
+    report = scan(root, workers=1)
+    assert [(entry.path, entry.label) for entry in report.images] == expected
+    assert report.counts() == {f"class{k}": 1 for k in range(300)}
+    assert pickle.loads(pickle.dumps(report)).images == report.images
+    manifest = split(report, SplitRequest(counts=(1, 0, 0), seed=0))
+    rows = [(path, label, "train") for path, label in expected]
+    assert list(manifest.rows) == rows
+    assert list(load_manifest(manifest.save(workspace)).rows) == rows
+    assert manifest.files("train") == ([path for path, _ in expected], list(range(300)))
 
 
 def test_a_file_that_is_not_a_manifest_is_a_clear_error(tmp_path):

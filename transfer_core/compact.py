@@ -109,8 +109,9 @@ def _folder_and_name(path: str) -> tuple[str, str]:
 
 class FileTable(Sequence):
     """Files with a label and a split each: the folder as a number into a list of folders,
-    the name in a StringTable, the label and the split as small numbers: about 20 bytes a photo
-    plus its name. A sequence of `item(path, label, split)`, made on access.
+    the name in a StringTable, the label and the split as small numbers: 7 bytes a photo plus
+    its name while there are at most 256 folders and labels (each number as narrow as it can
+    be, `_fitting`). A sequence of `item(path, label, split)`, made on access.
 
     A table taken with `shared_names` (a manifest's rows from a scan's images) reads its
     names from the other table's StringTable by number (`_name_at`, 4 bytes a file)."""
@@ -123,9 +124,10 @@ class FileTable(Sequence):
         self.splits: list[str | None] = list(splits)
         self._folder_numbers: dict[str, int] = {}
         self._label_numbers: dict[str, int] = {}
-        self._folder_of = array("I")
+        # 1 byte a file while there are at most 256 folders (labels), wider when more (_fitting)
+        self._folder_of = array("B")
         self._names = StringTable()
-        self._label_of = array("I")
+        self._label_of = array("B")
         self._split_of = array("B")
 
     @classmethod
@@ -145,9 +147,10 @@ class FileTable(Sequence):
         table = cls()
         table.folder_number(folder)
         table._names = names
-        table._folder_of = array("I", bytes(4 * len(names)))  # all in folder 0
-        table._label_of.fromlist([table._number(table.labels, table._label_numbers, label)
-                                  for label in labels])
+        table._folder_of = array("B", bytes(len(names)))  # all in folder 0
+        numbers = [table._number(table.labels, table._label_numbers, label) for label in labels]
+        table._label_of = _fitting(table._label_of, max(numbers, default=0))
+        table._label_of.fromlist(numbers)
         table._split_of = array("B", [table._split_number(split)]) * len(names)
         return table
 
@@ -191,9 +194,12 @@ class FileTable(Sequence):
     def append_in(self, folder: int, name: str, label: str, split: str | None = None) -> None:
         """Add the file `name` in `self.folders[folder]` (a folder number from `folder_number`)."""
         self._own_names()
+        self._folder_of = _fitting(self._folder_of, folder)
         self._folder_of.append(folder)
         self._names.append(name)
-        self._label_of.append(self._number(self.labels, self._label_numbers, label))
+        label_number = self._number(self.labels, self._label_numbers, label)
+        self._label_of = _fitting(self._label_of, label_number)
+        self._label_of.append(label_number)
         self._split_of.append(self._split_number(split))
 
     def folder_number(self, folder: str) -> int:
@@ -234,7 +240,7 @@ class FileTable(Sequence):
 
     def present_labels(self) -> list[str]:
         """The labels at least one file has."""
-        used = np.unique(np.frombuffer(self._label_of, dtype=np.uint32))
+        used = np.unique(_values(self._label_of))
         return [self.labels[number] for number in used.tolist()]
 
     def extend_table(self, other: FileTable) -> None:
@@ -242,15 +248,14 @@ class FileTable(Sequence):
         if not len(other):
             return
         self._own_names()
-        for mine, theirs, values in ((self._folder_of, other._folder_of,
-                                      [self.folder_number(f) for f in other.folders]),
-                                     (self._label_of, other._label_of,
-                                      [self._number(self.labels, self._label_numbers, name)
-                                       for name in other.labels]),
-                                     (self._split_of, other._split_of,
-                                      [self._split_number(s) for s in other.splits])):
+        for field, values in (("_folder_of", [self.folder_number(f) for f in other.folders]),
+                              ("_label_of", [self._number(self.labels, self._label_numbers, name)
+                                             for name in other.labels]),
+                              ("_split_of", [self._split_number(s) for s in other.splits])):
+            mine = _fitting(getattr(self, field), max(values, default=0))
             numbers = np.array(values, dtype=_NUMPY[mine.typecode])
-            mine.frombytes(numbers[np.frombuffer(theirs, dtype=_NUMPY[theirs.typecode])].tobytes())
+            mine.frombytes(byte_view(numbers[_values(getattr(other, field))]))
+            setattr(self, field, mine)
         names = other._names.take(other._name_places(np.arange(len(other))))
         ends = np.frombuffer(names._ends, dtype=np.uint32).astype(np.int64)
         self._names._blob += names._blob
@@ -261,17 +266,19 @@ class FileTable(Sequence):
             self.splits.append(split)
         return self.splits.index(split)
 
-    def label_codes(self, labels: Sequence[str]) -> np.ndarray:
-        """Each file's label as its place in `labels` (-1 for a label not in it)."""
+    def label_codes(self, labels: Sequence[str], part: slice = slice(None)) -> np.ndarray:
+        """Each file's label (of the files in `part`) as its place in `labels` (-1 for a
+        label not in it)."""
         place = np.array([labels.index(name) if name in labels else -1 for name in self.labels]
                          + [-1], dtype=np.int32)
-        return place[np.frombuffer(self._label_of, dtype=np.uint32)]
+        return place[_values(self._label_of)[part]]
 
-    def split_codes(self, splits: Sequence[str | None]) -> np.ndarray:
-        """Each file's split as its place in `splits` (-1 for a split not in it)."""
+    def split_codes(self, splits: Sequence[str | None], part: slice = slice(None)) -> np.ndarray:
+        """Each file's split (of the files in `part`) as its place in `splits` (-1 for a
+        split not in it)."""
         place = np.array([list(splits).index(s) if s in splits else -1 for s in self.splits]
                          + [-1], dtype=np.int32)
-        return place[np.frombuffer(self._split_of, dtype=np.uint8)]
+        return place[_values(self._split_of)[part]]
 
     def take(self, indices: Iterable[int], kind: type | None = None,
              splits: tuple[Sequence[str], Sequence[int]] | None = None,
@@ -286,14 +293,15 @@ class FileTable(Sequence):
         taken.labels, taken._label_numbers = list(self.labels), dict(self._label_numbers)
         if shared_names:
             taken._names = self._names
-            taken._name_at = array("I", self._name_places(indices).astype(np.uint32).tobytes())
+            taken._name_at = array("I")
+            taken._name_at.frombytes(byte_view(self._name_places(indices).astype(np.uint32)))
         else:
             taken._names = self._names.take(self._name_places(indices))
-        for source, target in ((self._folder_of, taken._folder_of),
-                               (self._label_of, taken._label_of),
-                               (self._split_of, taken._split_of)):
-            values = np.frombuffer(source, dtype=_NUMPY[source.typecode])
-            target.frombytes(values[indices].tobytes())
+        for field in ("_folder_of", "_label_of", "_split_of"):
+            source = getattr(self, field)
+            target = array(source.typecode)
+            target.frombytes(byte_view(_values(source)[indices]))
+            setattr(taken, field, target)
         if splits is not None:
             names, places = splits
             taken.splits = list(names)
@@ -310,4 +318,24 @@ def _positions(indices: Iterable[int]) -> np.ndarray:
     return np.fromiter(indices, dtype=np.int64)
 
 
-_NUMPY = {"I": np.uint32, "B": np.uint8, "Q": np.uint64}
+_NUMPY = {"B": np.uint8, "H": np.uint16, "I": np.uint32, "Q": np.uint64}
+
+
+def _values(numbers: array) -> np.ndarray:
+    """An array's numbers as a numpy array (no copy)."""
+    return np.frombuffer(numbers, dtype=_NUMPY[numbers.typecode])
+
+
+def byte_view(values: np.ndarray) -> np.ndarray:
+    """An array's bytes as a uint8 view, for array.frombytes (not array(code, view), which
+    would read it number by number): not a copy, as tobytes() is (a transient the size of a
+    table's column)."""
+    return np.ascontiguousarray(values).view(np.uint8)
+
+
+def _fitting(numbers: array, largest: int) -> array:
+    """`numbers`, or a copy of them in the narrowest of B, H and I that holds `largest`: a
+    dataset's folder and label numbers take 1 byte a file while there are at most 256."""
+    if largest < 1 << (8 * numbers.itemsize):
+        return numbers
+    return array("H" if largest < 1 << 16 else "I", numbers)

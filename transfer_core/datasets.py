@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import config, duplicates
-from .compact import FileTable, StringTable, natural_order
+from .compact import FileTable, StringTable, byte_view, natural_order
 from .duplicates import DuplicatePair, FingerprintStore, check_and_fingerprint
 from .errors import DatasetError, NotEnoughImagesError
 from .images import IMAGE_EXTENSIONS, OTHER_IMAGE_EXTENSIONS
@@ -46,6 +46,7 @@ SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "validation"
 # Where the missing test split comes from when only train and validation folders exist.
 TEST_FROM = ("train", "validation")
 LAYOUT_TEXT = {"folders": "one folder per class", "kaggle": "Kaggle names (cat.1.jpg)"}
+_CODES_AT_ONCE = 16384  # files whose label and split numbers are counted at once
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,15 @@ def _pair_counts(table: FileTable, splits: list, labels: list[str],
                  any_split: bool = False) -> np.ndarray:
     """counts[i, k]: the files of split splits[i] and label labels[k] (every split in row 0
     when `any_split`), from the table's numbers: no object per file."""
-    label_codes = table.label_codes(labels)
-    split_codes = np.zeros(len(table), np.int32) if any_split else table.split_codes(splits)
-    known = (label_codes >= 0) & (split_codes >= 0)
-    cells = split_codes[known] * len(labels) + label_codes[known]
-    counts = np.bincount(cells, minlength=len(splits) * len(labels))
+    counts = np.zeros(len(splits) * len(labels), np.int64)
+    for start in range(0, len(table), _CODES_AT_ONCE):  # small temporaries, however many
+        part = slice(start, start + _CODES_AT_ONCE)
+        label_codes = table.label_codes(labels, part)
+        split_codes = (np.zeros(len(label_codes), np.int32) if any_split
+                       else table.split_codes(splits, part))
+        known = (label_codes >= 0) & (split_codes >= 0)
+        cells = split_codes[known] * len(labels) + label_codes[known]
+        counts += np.bincount(cells, minlength=len(counts))
     return counts.reshape(len(splits), len(labels))
 
 
@@ -570,7 +575,8 @@ def split(report: ScanReport, request: SplitRequest) -> Manifest:
     labels = images.label_codes(report.classes)
     taken, places = array("q"), array("B")  # the rows: each image's place, each split's
     for number, name in enumerate(report.classes):
-        entries = array("q", np.flatnonzero(labels == number).tobytes())
+        entries = array("q")
+        entries.frombytes(byte_view(np.flatnonzero(labels == number)))
         wanted = split_counts(len(entries), request)
         _check_enough(name, len(entries), wanted, request)
         if not request.preset:  # shuffles places as it shuffled the entries: the same order

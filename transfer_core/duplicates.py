@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import mmap
 import os
 import tempfile
 from array import array
@@ -42,11 +43,13 @@ _BANDS = 3  # of the hash, for the search of close hashes (_close_hashes)
 _PAIRS_AT_ONCE = 1 << 16  # candidate pairs expanded at once: a few MB of index arrays
 _QUERIES = 8192  # photos whose close pairs are looked up together (a batch of pairs)
 # Close pairs confirmed at once: a batch is cut here too, so that memory stays the same however
-# densely the photos' hashes cluster (docs/BENCHMARKS.md, round 5 of issue 19).
+# densely the photos' hashes cluster (docs/BENCHMARKS.md, rounds 5 and 6 of issue 19: half
+# this costs the look-alikes' pair phase a fifth more CPU, each group of pairs being smaller).
 _BATCH_PAIRS = 1 << 16
 _BLOCK = 1024  # photos whose grey pictures are read back and centred together
 _GAP = 64  # indices closer than this are read back in one read (the rows between included)
-_CORRELATE_AT_ONCE = 512  # pairs correlated at once: 2 × 2 MB of float32 rows
+_CORRELATE_AT_ONCE = 128  # pairs correlated at once: 2 × 512 KB of float32 rows
+_NORM_ROWS = 64  # rows whose norms are taken at once (a 256 KB temporary)
 
 
 @dataclass(frozen=True)
@@ -121,14 +124,13 @@ def find_pairs(paths: list[str], prints: list[Fingerprint], near_bits: int = NEA
 
 class FingerprintStore:
     """The fingerprints of a scan's photos, added one by one as the decodes finish, kept so
-    that memory does not grow by a kilobyte a photo: in memory only each pHash and the first
-    8 bytes of each SHA-256 (16 bytes a photo); each grey picture and full SHA-256 go to an
-    unnamed temporary file (1,056 bytes a photo on disk), read back only for the photos of a
+    that memory does not grow by a kilobyte a photo: in memory only each pHash (8 bytes a
+    photo); each grey picture and SHA-256 go to an unnamed temporary file (1,056 bytes a
+    photo on disk), read back for the search of exact copies and for the photos of a
     candidate pair."""
 
     def __init__(self):
         self._hashes = array("Q")
-        self._digest_heads = array("Q")
         self._file = tempfile.TemporaryFile(prefix="transfer-lab-fingerprints-")
 
     def __len__(self) -> int:
@@ -145,7 +147,6 @@ class FingerprintStore:
 
     def add(self, fingerprint: Fingerprint) -> None:
         self._hashes.append(fingerprint.phash)
-        self._digest_heads.append(int.from_bytes(fingerprint.sha256[:8], "little"))
         self._file.write(fingerprint.grey + fingerprint.sha256)
 
     def pairs(self, paths: list[str], near_bits: int = NEAR_BITS,
@@ -162,16 +163,14 @@ class FingerprintStore:
             raise ValueError(f"{len(paths)} paths for {len(self)} fingerprints")
         exact = self._exact_pairs()
         found = [(i, j, "exact", 0) for i, j in exact]
-        exact_keys = {i * len(self) + j for i, j in exact}
+        exact_keys = np.array(sorted(i * len(self) + j for i, j in exact), dtype=np.int64)
         hashes = np.frombuffer(self._hashes, dtype=np.uint64)
-        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        scratch = _scratch()
         for first, second in _close_hashes(hashes, near_bits):
-            maybe_exact = np.flatnonzero(heads[first] == heads[second])
-            fresh = np.ones(len(first), dtype=bool)
-            fresh[maybe_exact] = [int(first[k]) * len(self) + int(second[k]) not in exact_keys
-                                  for k in maybe_exact]
-            first, second = first[fresh], second[fresh]
-            similar = self._correlations(first, second) >= min_correlation
+            if len(exact_keys):  # the exact copies found already are not near ones too
+                fresh = ~np.isin(first.astype(np.int64) * len(self) + second, exact_keys)
+                first, second = first[fresh], second[fresh]
+            similar = self._correlations(first, second, scratch) >= min_correlation
             first, second = first[similar], second[similar]
             distances = np.bitwise_count(hashes[first] ^ hashes[second])
             found += zip(first.tolist(), second.tolist(), ["near"] * len(first),
@@ -182,8 +181,8 @@ class FingerprintStore:
 
     def _exact_pairs(self) -> list[tuple[int, int]]:
         """(i, j), i < j, of the photos with equal SHA-256s: grouped by the digests' first 8
-        bytes in memory, then confirmed on the full digests read back for those photos only."""
-        heads = np.frombuffer(self._digest_heads, dtype=np.uint64)
+        bytes, then confirmed on the full digests read back for those photos only."""
+        heads = self._digest_heads()
         order = np.argsort(heads, kind="stable")
         same = heads[order[1:]] == heads[order[:-1]]
         shared = np.zeros(len(heads), dtype=bool)
@@ -195,38 +194,54 @@ class FingerprintStore:
         return [(a, b) for members in groups.values()
                 for n, a in enumerate(members) for b in members[n + 1:]]
 
-    def _correlations(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    def _digest_heads(self) -> np.ndarray:
+        """Each photo's SHA-256's first 8 bytes (as little-endian uint64s), read back from the
+        file a block of rows at a time: held only while exact copies are searched, not
+        during the rest of the search (8 bytes a photo)."""
+        heads = np.empty(len(self), dtype=np.uint64)
+        for first in range(0, len(self), _BLOCK):
+            rows = self._rows(first, min(_BLOCK, len(self) - first))
+            heads[first:first + len(rows)] = rows[:, _GREY:_GREY + 8].copy().view("<u8")[:, 0]
+        return heads
+
+    def _correlations(self, first: np.ndarray, second: np.ndarray,
+                      scratch: tuple[np.ndarray, ...]) -> np.ndarray:
         """The grey pictures' correlation for each pair (first[k], second[k]), the pairs
         taken by blocks of _BLOCK photos of `first`, then of `second`: each block's pictures
-        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`), and
-        memory holds two blocks, whatever the number of photos. The same arithmetic as
-        `_correlations` (row by row), so the same values to the bit."""
+        are read and centred once (`_close_hashes`' batches hold a few blocks of `first`).
+        Memory holds two blocks and the rows of _CORRELATE_AT_ONCE pairs, in the search's
+        `scratch` buffers, filled again for each block (no fresh 4 MB array per block for the
+        heap to keep), whatever the number of photos. The same arithmetic as `_correlations`
+        (row by row), so the same values to the bit."""
         result = np.empty(len(first), dtype=np.float32)
         if not len(first):
             return result
-        order = np.lexsort((second, first // _BLOCK))
+        a_block, b_block, a, b = scratch
+        order = np.lexsort((second, first // _BLOCK)).astype(np.int32)  # held: half the size
         for part in _runs(first[order] // _BLOCK, order):
             a_at = np.unique(first[part])
-            a_rows = _centred(self._read(a_at)[:, :_GREY])
+            a_rows = self._centred_block(a_at, a_block)
             for group in _runs(second[part] // _BLOCK, part):
                 b_at = np.unique(second[group])
-                b_rows = _centred(self._read(b_at)[:, :_GREY])
+                b_rows = self._centred_block(b_at, b_block)
                 for start in range(0, len(group), _CORRELATE_AT_ONCE):
                     pairs = group[start:start + _CORRELATE_AT_ONCE]
-                    a = a_rows[np.searchsorted(a_at, first[pairs])]
-                    b = b_rows[np.searchsorted(b_at, second[pairs])]
-                    result[pairs] = np.einsum("ij,ij->i", a, b)
+                    n = len(pairs)  # mode="clip": into `out` directly (the indices are valid)
+                    np.take(a_rows, np.searchsorted(a_at, first[pairs]), 0, a[:n], "clip")
+                    np.take(b_rows, np.searchsorted(b_at, second[pairs]), 0, b[:n], "clip")
+                    result[pairs] = np.einsum("ij,ij->i", a[:n], b[:n])
         return result
 
-    def _read(self, indices: np.ndarray) -> np.ndarray:
-        """The stored rows of sorted, distinct `indices`: one read per run of indices less
-        than _GAP apart."""
-        rows = np.empty((len(indices), _ROW), dtype=np.uint8)
+    def _centred_block(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The centred grey pictures of sorted, distinct `indices` (at most len(out)), in the
+        first rows of `out`: one read per run of indices less than _GAP apart."""
+        rows = out[:len(indices)]
         cuts = np.flatnonzero(np.diff(indices) >= _GAP) + 1
         for run in np.split(np.arange(len(indices)), cuts):
             first = int(indices[run[0]])
             span = self._rows(first, int(indices[run[-1]]) - first + 1)
-            rows[run] = span[indices[run] - first]
+            rows[run[0]:run[-1] + 1] = span[indices[run] - first, :_GREY]  # as astype(float32)
+        _centre(rows)
         return rows
 
     def _rows(self, first: int, count: int) -> np.ndarray:
@@ -236,6 +251,26 @@ class FingerprintStore:
         if got != rows.nbytes:
             raise OSError(f"the fingerprints' temporary file ended early ({got} bytes)")
         return rows
+
+
+def _scratch() -> tuple[np.ndarray, ...]:
+    """FingerprintStore._correlations' buffers, made once a search: two blocks' centred grey
+    pictures and the rows of the pairs correlated at once, filled again for each block (no
+    fresh 4 MB array per block for the heap to keep: docs/BENCHMARKS.md, round 6 of issue
+    19). A page costs memory only once a block has filled it (`_small_pages`)."""
+    return tuple(_small_pages((rows, _GREY)) for rows in
+                 (_BLOCK, _BLOCK, _CORRELATE_AT_ONCE, _CORRELATE_AT_ONCE))
+
+
+def _small_pages(shape: tuple[int, int]) -> np.ndarray:
+    """An empty float32 array in an anonymous memory map of its own, kept out of transparent
+    huge pages where the system can say so: numpy asks for huge pages for arrays of 4 MB and
+    more, and then the first row a block writes past a 2 MB boundary makes 2 MB resident (a
+    block of 1,024 pictures is often filled only to a few hundred rows)."""
+    buffer = mmap.mmap(-1, shape[0] * shape[1] * 4)
+    if hasattr(buffer, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buffer.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buffer, dtype=np.float32).reshape(shape)
 
 
 def _runs(values: np.ndarray, items: np.ndarray) -> list[np.ndarray]:
@@ -267,13 +302,17 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
     masks = [np.uint64(sum(1 << bit for bit in bits)) for bits in bands]
     flips = {width: _flips(width, radius) for width in {len(bits) for bits in bands}}
     for number, bits in enumerate(bands):
+        order = starts = None  # the last band's tables go before this band's are made
         key = _band_key(hashes, bits)
         order = np.argsort(key, kind="stable").astype(np.int32)
-        starts = _bucket_starts(key[order], len(bits))
+        key = key[order]  # sorted, for the table; then let go (each block's keys are made again)
+        starts = _bucket_starts(key, len(bits))
+        del key
         for block in range(0, len(hashes), _QUERIES):
             found_first, found_second, held = [], [], 0
+            block_key = _band_key(hashes[block:block + _QUERIES], bits)
             for flip in flips[len(bits)]:
-                wanted = key[block:block + _QUERIES] ^ flip
+                wanted = block_key ^ flip
                 lower = starts[wanted]
                 counts = starts[wanted + 1] - lower
                 for first, second in _expand(lower, counts, order):
@@ -285,6 +324,7 @@ def _close_hashes(hashes: np.ndarray, near_bits: int):
                     found_first.append(first[keep].astype(np.int32))
                     found_second.append(second[keep].astype(np.int32))
                     held += len(found_first[-1])
+                    del first, second, differ, keep  # not held while a batch is confirmed
                     if held >= _BATCH_PAIRS:
                         yield _emptied(found_first), _emptied(found_second)
                         held = 0
@@ -337,10 +377,16 @@ def _expand(lower: np.ndarray, counts: np.ndarray, order: np.ndarray):
     ends = np.cumsum(counts[photos], dtype=np.int64)
     cuts = np.searchsorted(ends, np.arange(_PAIRS_AT_ONCE, ends[-1], _PAIRS_AT_ONCE))
     for chunk in np.split(photos, np.unique(cuts[(cuts > 0) & (cuts < len(photos))])):
-        sizes = counts[chunk].astype(np.int64)
-        first = np.repeat(chunk, sizes)
-        offsets = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        yield first, order[np.repeat(lower[chunk], sizes) + offsets].astype(np.int64)
+        yield _pairs_of(chunk, lower, counts, order)  # no array of it held while paused
+
+
+def _pairs_of(chunk: np.ndarray, lower: np.ndarray, counts: np.ndarray,
+              order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): each photo i of `chunk` against each photo of its bucket."""
+    sizes = counts[chunk].astype(np.int64)
+    first = np.repeat(chunk, sizes)
+    offsets = np.arange(len(first)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return first, order[np.repeat(lower[chunk], sizes) + offsets].astype(np.int64)
 
 
 def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -352,12 +398,22 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _centred(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
+    _centre(rows)
+    return rows
+
+
+def _centre(rows: np.ndarray) -> None:
+    """Each float32 row minus its mean, over its norm (0 for a flat row), in place. The norms
+    a few rows at a time: np.linalg.norm squares its whole input into a temporary first (4 MB
+    for a block), and a row's norm is the same to the bit however many rows go with it."""
     rows -= rows.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    norms = np.empty((len(rows), 1), dtype=np.float32)
+    for start in range(0, len(rows), _NORM_ROWS):
+        norms[start:start + _NORM_ROWS] = np.linalg.norm(rows[start:start + _NORM_ROWS],
+                                                         axis=1, keepdims=True)
     flat = norms[:, 0] <= 1e-3
     np.divide(rows, norms, out=rows, where=~flat[:, None])  # in place: half the memory
     rows[flat] = 0
-    return rows
 
 
 def locate(pairs: list[DuplicatePair], rows: list[tuple[str, str, str]]) -> list[dict]:
