@@ -6,13 +6,14 @@
 #   nohup bash bench/issue15_queue.sh main > /tmp/issue15-queue.log 2>&1 &
 #   nohup nice -n 10 bash bench/issue15_queue.sh side > /tmp/issue15-side.log 2>&1 &
 #   nohup bash bench/issue15_queue.sh rest > /tmp/issue15-rest.log 2>&1 &
+#   nohup flock /work/notes/bench.lock bash bench/issue15_queue.sh next > /tmp/issue15-next.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 LOGS=${LOGS:-/tmp/issue15-logs}
 OUT=docs/benchmarks/issue15
 export KERAS_HOME=${KERAS_HOME:-$(cd .. && pwd)/shared/keras-home} TF_CPP_MIN_LOG_LEVEL=2
-mkdir -p "$OUT" "$LOGS"
+mkdir -p "$OUT" docs/benchmarks/issue15-quiet "$LOGS"
 COMMON=(--backbone mobilenet_v2 --weights imagenet --counts 2000,1000,1000 --work /tmp/15ref/runs)
 mkdir -p /tmp/15ref/runs
 
@@ -36,6 +37,13 @@ PYEOF
     mv "$json.part" "$json"
   fi
   echo "$(date +%T) end $name seed $seed rc=$rc (load $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+
+chapter_time() {  # strategies: bench/run.py's time section (ours, then the chapter's code)
+  echo "$(date +%T) start chapter time $1 (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  "$PY" bench/run.py --sections time --strategies "$1" --epochs 30 --fine-tune-epochs 30 \
+    --accuracy-backbone mobilenet_v2:160 > "$LOGS/chapter-time-$1.log" 2>&1
+  echo "$(date +%T) end chapter time $1 rc=$? (load $(cut -d' ' -f1-3 /proc/loadavg))"
 }
 
 # Measured at 81-128 s per on-the-fly epoch on the shared CPU (load 10-12), fine_tune 30 + 30 on
@@ -71,6 +79,19 @@ case "${1:-main}" in
   side2)  # after the first side queue, while the main one runs
     run fea-k3 feature_extraction_augmented bank 3 1 30 1
     for seed in 2 3; do run fea-auto feature_extraction_augmented bank auto $seed 30 1; done
+    ;;
+  s8)  # session 8, after `rest`: fine_tune with 10 views (each read 6 times over 30 + 30
+        # epochs), then the chapter's code against ours for fast feature extraction
+    run ft-k10 fine_tune bank 10 1
+    chapter_time feature_extraction
+    ;;
+  s8-quiet)  # the default fine_tune bank again on seed 1 on a quiet machine (its seed-1 run
+              # shared the CPU), for a like-for-like wall time; kept apart from the 3-seed set
+    OUT=docs/benchmarks/issue15-quiet run ft-auto fine_tune bank auto 1
+    ;;
+  next)  # what issue 15 still lacks after session 8, most important first
+    for seed in 2 3; do run ft-onthefly fine_tune reference 3 $seed; done
+    chapter_time feature_extraction_augmented,fine_tune
     ;;
 esac
 echo "$(date +%T) queue ${1:-main} done"
