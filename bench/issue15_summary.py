@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 from transfer_core.stats import comparison_text, mean_interval, paired_comparison  # noqa: E402
 
 RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
-PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}  # fast extraction: "cached features"
+# views -> path shown (fast extraction has none: "cached features")
+PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
