@@ -23,6 +23,8 @@ from transfer_core.stats import comparison_text, mean_interval, paired_compariso
 RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
 # views -> path shown (fast extraction has none: "cached features")
 PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}
+BANKS = tuple(path for views, path in PATHS.items() if views)  # measured against on the fly
+EVERY_PATH = ("auto", *BANKS[:-1], PATHS[0])  # the product's default first
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
@@ -99,8 +101,8 @@ def tables(rows: list[dict]) -> str:
 def per_run(rows: list[dict]) -> list[str]:
     """One line per run: what a mean hides (and the load each ran under)."""
     lines = ["| run | seed | K | wall | CPU | load before → after | phases (s) | "
-             + " | ".join(f"{rule} (all)" for rule in RULES) + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(RULES)]
+             + " | ".join(f"{rule} (all)" for rule in RULES) + " | training accuracy, last |",
+             "|---|---|---|---|---|---|---|" + "---|" * (len(RULES) + 1)]
     for r in sorted(rows, key=lambda r: (Path(r["file"]).name)):
         k = (r.get("view_bank_used") or {}).get("views", r["views"])
         phases = ", ".join(f"{p} {v:.0f}" for p, v in r["phases"].items() if v)
@@ -108,7 +110,8 @@ def per_run(rows: list[dict]) -> list[str]:
                      f" | {r['process_cpu_seconds']:.0f} s | {r['load_average_before'][0]:.1f}"
                      f" → {r['load_average_after'][0]:.1f} | {phases} | "
                      + " | ".join(f"{100 * r['rules'][f'{rule}/all']['test_accuracy']:.2f}%"
-                                  for rule in RULES) + " |")
+                                  for rule in RULES)
+                     + f" | {100 * r['epochs'][-1]['accuracy']:.2f}% |")
     return lines
 
 
@@ -131,7 +134,7 @@ def verdicts(found: dict) -> list[str]:
     for name, pick in (("feature_extraction_augmented", augmented),
                        ("fine_tune", lambda f, p: f.get((TUNED, p)))):
         reference = pick(found, "on the fly")
-        for path in ("K=3", "K=10", "auto"):
+        for path in BANKS:
             mine = pick(found, path)
             if not (reference and mine):
                 continue
@@ -145,7 +148,7 @@ def verdicts(found: dict) -> list[str]:
                 ref = mean_interval(rule_values(*reference, rule)).mean
                 out.append(f"  {rule}: {path} − on the fly = {100 * (ours - ref):+.2f} points "
                            f"({len(mine[0])} against {len(reference[0])} seeds)")
-    for path in ("auto", "K=3", "K=10", "on the fly"):
+    for path in EVERY_PATH:
         rungs = [found.get((FAST, "cached features")), augmented(found, path),
                  found.get((TUNED, path))]
         if not all(rungs):
@@ -158,7 +161,7 @@ def verdicts(found: dict) -> list[str]:
                        + (" holds" if holds else " does NOT hold"))
         out += paired_rungs(dict(zip(("fast extraction", "augmented", "fine-tuning"), rungs)),
                             path)
-    for path in ("auto", "K=3", "K=10", "on the fly"):
+    for path in EVERY_PATH:
         out += fine_tuning_effect(found.get((TUNED, path)), path)
     best = best_rule(found)
     if best:
