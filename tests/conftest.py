@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -12,6 +14,13 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_report_header(config) -> str:
+    """Free space where the tests write: a full disk fails tests far from its cause."""
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return f"free space in {tempfile.gettempdir()}: {free / 2**30:.1f} GiB"
+
 
 COLOURS = {"red": (200, 40, 30), "green": (40, 180, 60), "blue": (30, 60, 200)}
 
