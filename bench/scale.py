@@ -6,10 +6,20 @@ fresh process that reports its own peak memory.
     python -m bench.scale --sizes 25000 --stages train --code /work/main   # another checkout
 
 The photos (64×64 JPEGs, cat.N.jpg / dog.N.jpg, the two classes tinted apart) are made once
-under ROOT/pool and linked into one folder per size; each size has its own workspace, kept
+under a pool folder and linked into one folder per size; each size has its own workspace, kept
 until the next run with that size (--clean removes it after, to free the disk: 100,000 photos
 cache 12.8 GB of float32 features). MobileNetV2 with random weights at 160 px: its flattened
 features are 5×5×1280 = 32,000 floats per photo, so holding a split in memory would show.
+
+--photos picks the generator, each with its own folders under ROOT:
+- varied (the default; pool-varied, photos-varied-N, work-varied-N): random smooth light on
+  the tint, so each photo's low frequencies, which its perceptual hash reads, are its own;
+  pairs of photos whose hashes are close stay near none at any size, as in real photo sets.
+- lookalike (pool, photos-N, work-N; rounds 1 to 6 of issue 19): noise and a lighter square
+  at one of 32×32 places. The hashes cluster by the square's place, so the close pairs the
+  scan must check grow as the square of the photos (2 a photo at 8,000, 26 at 100,000).
+The scan's row counts those pairs (close_pairs: hashes within NEAR_BITS, each checked by
+correlating two grey pictures).
 
 Peak memory is the kernel's VmHWM of the stage's process (not getrusage's ru_maxrss, which
 Linux carries over fork and exec: bench/child.py), with the peaks of its anonymous and
@@ -36,29 +46,68 @@ HERE = Path(__file__).resolve().parent.parent  # this checkout
 
 # --- the photos --------------------------------------------------------------------------------
 
-def photo(label: int, index: int, size: int = 64):
-    """A noisy patch tinted by class with a lighter square: distinct photos, easy classes."""
+TINTS = ((190, 110, 60), (60, 110, 190))  # cat, dog: the classes are easy to tell apart
+
+
+def lookalike_photo(label: int, index: int, size: int = 64):
+    """A noisy patch tinted by class with a lighter square at one of 32×32 places: distinct
+    pixels, but look-alikes in the low frequencies (their hashes cluster by the place)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng([label, index])
-    tint = np.array([(190, 110, 60), (60, 110, 190)][label])
+    tint = np.array(TINTS[label])
     pixels = np.clip(tint + rng.normal(0, 40, (size, size, 3)), 0, 255)
     x, y = rng.integers(0, size // 2, 2)
     pixels[y:y + size // 3, x:x + size // 3] += 60
     return Image.fromarray(np.clip(pixels, 0, 255).astype("uint8"))
 
 
-def photos(root: Path, count: int) -> Path:
-    """ROOT/photos-COUNT: count // 2 cats and dogs, linked from the pool (made when missing)."""
-    pool, folder = root / "pool", root / f"photos-{count}"
+# The 8×8 lowest cosine waves: the frequencies a perceptual hash reads (duplicates.py's pHash
+# keeps 8×8 of its 32×32 grey picture's, the same waves across the photo).
+_LOW_WAVES = 8
+
+
+def varied_photo(label: int, index: int, size: int = 64):
+    """The class's tint under random smooth light, with a little noise: the light is the
+    8×8 lowest cosine waves with independent random amplitudes (no place or pattern drawn
+    from a finite set), so each photo's hash is about as random as 64 bits with 32 set can
+    be, and close pairs stay near none at any count."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng([label, index])
+    n = np.arange(size)
+    waves = np.cos(np.pi * np.arange(_LOW_WAVES)[:, None] * (2 * n + 1) / (2 * size))
+    amplitudes = rng.normal(0, 8, (_LOW_WAVES, _LOW_WAVES))
+    amplitudes[0, 0] = 0  # the tint is the photo's mean brightness
+    light = waves.T @ amplitudes @ waves  # about ±32 (one standard deviation) in each pixel
+    pixels = np.array(TINTS[label]) + light[..., None] + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype("uint8"))
+
+
+PHOTOS = {"varied": varied_photo, "lookalike": lookalike_photo}
+
+
+def folders(root: Path, kind: str, count: int) -> tuple[Path, Path, Path]:
+    """The pool, the photos' folder and the workspace of `count` photos of a generator: its
+    own for each, so the two kinds never mix (lookalike keeps the names of rounds 1 to 6)."""
+    if kind == "lookalike":
+        return root / "pool", root / f"photos-{count}", root / f"work-{count}"
+    return root / f"pool-{kind}", root / f"photos-{kind}-{count}", root / f"work-{kind}-{count}"
+
+
+def photos(root: Path, count: int, kind: str = "varied") -> Path:
+    """count // 2 cats and dogs of the generator `kind`, linked from its pool (made when
+    missing) into the folder for that count."""
+    pool, folder, _ = folders(root, kind, count)
     pool.mkdir(parents=True, exist_ok=True)
     folder.mkdir(exist_ok=True)
     for label, name in enumerate(("cat", "dog")):
         for i in range(count // 2):
             source, target = pool / f"{name}.{i}.jpg", folder / f"{name}.{i}.jpg"
             if not source.exists():
-                photo(label, i).save(source, quality=90)
+                PHOTOS[kind](label, i).save(source, quality=90)
             if not target.exists():
                 os.link(source, target)
     return folder
@@ -95,16 +144,37 @@ def _cpu_seconds() -> float:
 def _scan(job, work):
     import pickle
 
+    from transfer_core import duplicates
     from transfer_core.datasets import scan
 
     from bench.child import status_mib
 
+    close = _count_close_pairs(duplicates)
     report = scan(job["data"])
     scanned = status_mib()["VmHWM"]  # the peak before the benchmark's own pickling of the report
     with open(work / "scan.pickle", "wb") as file:  # as a stream: no copy of the bytes held
         pickle.dump(report, file)
     return {"images": len(report.images), "duplicates": len(report.duplicates),
+            "close_pairs": close[0] if close else None,
             "peak_rss_scan_only_mib": round(scanned, 1)}
+
+
+def _count_close_pairs(duplicates) -> list[int] | None:
+    """Counts, in the list returned, the pairs the scan's search of close hashes hands to
+    the pair phase (each gets its grey pictures correlated): a running sum over its batches,
+    no copy kept. None for a checkout without that search."""
+    search = getattr(duplicates, "_close_hashes", None)
+    if search is None:
+        return None
+    counted = [0]
+
+    def counting(hashes, near_bits):
+        for first, second in search(hashes, near_bits):
+            counted[0] += len(first)
+            yield first, second
+
+    duplicates._close_hashes = counting
+    return counted
 
 
 def _split(job, work):
@@ -262,6 +332,10 @@ def ratios(rows: list[dict]) -> str:
             lines.append(f"- {stage}: peak RSS ×{large['peak_rss_mib'] / small['peak_rss_mib']:.3f}"
                          f", wall time per photo ×{per[1] / per[0]:.3f}, CPU time per photo "
                          f"×{cpu[1] / cpu[0]:.3f}")
+    close = [f"{r['photos']:,}: {r['close_pairs'] / r['photos']:.4f}" for r in rows
+             if r["stage"] == "scan" and r.get("close_pairs") is not None]
+    if close:  # what the scan's pair phase must check, growing with the data, not the code
+        lines.append("- the scan's close pairs a photo: " + ", ".join(close))
     return "\n".join(lines)
 
 
@@ -272,6 +346,8 @@ def main(argv=None):
     parser.add_argument("--fill", action="store_true",
                         help="skip the scan and the extraction: " + _fill.__doc__.split(":")[0])
     parser.add_argument("--root", default="/tmp/scale-bench")
+    parser.add_argument("--photos", choices=list(PHOTOS), default="varied",
+                        help="the generator, each with its own pool and folders (see above)")
     parser.add_argument("--code", default=str(HERE), help="the checkout whose transfer_core runs")
     parser.add_argument("--clean", action="store_true", help="remove each size's workspace after")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -286,9 +362,10 @@ def main(argv=None):
     print(f"load average before: {os.getloadavg()}", flush=True)
     for size in args.sizes:
         started = time.perf_counter()
-        data = photos(root, size)
-        print(f"{size:,} photos ready in {time.perf_counter() - started:.1f} s", flush=True)
-        work = root / f"work-{size}"
+        data = photos(root, size, args.photos)
+        print(f"{size:,} {args.photos} photos ready in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        work = folders(root, args.photos, size)[2]
         work.mkdir(exist_ok=True)
         for stage in stages:
             row = child({"stage": stage, "photos": size, "data": str(data), "work": str(work)},
