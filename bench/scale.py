@@ -161,19 +161,20 @@ def _scan(job, work):
 
 def _count_close_pairs(duplicates) -> list[int] | None:
     """Counts, in the list returned, the pairs the scan's search of close hashes hands to
-    the pair phase (each gets its grey pictures correlated): a running sum over its batches,
-    no copy kept. None for a checkout without that search."""
+    the pair phase (each gets its grey pictures correlated): a running sum over its batches.
+    None for a checkout without that search."""
     search = getattr(duplicates, "_close_hashes", None)
     if search is None:
         return None
     counted = [0]
 
-    def counting(hashes, near_bits):
-        for first, second in search(hashes, near_bits):
-            counted[0] += len(first)
-            yield first, second
+    def count(batch):
+        counted[0] += len(batch[0])
+        return batch
 
-    duplicates._close_hashes = counting
+    # map, not a generator of ours: a paused generator would hold the last batch while the
+    # scan confirms it (the search itself holds none: up to 0.5 MB on the look-alikes)
+    duplicates._close_hashes = lambda hashes, near_bits: map(count, search(hashes, near_bits))
     return counted
 
 
