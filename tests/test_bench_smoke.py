@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench.run import parse_args
 from conftest import make_kaggle_dataset
@@ -83,3 +85,34 @@ def test_view_bank_benchmark_splits_each_run_into_phases(tmp_path):
     assert reference["phases"]["bank"] == 0 and reference["cache_bytes"] == 0
     assert bank["phases"]["bank"] > 0 and bank["cache_bytes"] > 0
     assert "| 1 | view bank K=2 |" in done.stdout and "at 8,4,4:4" in done.stdout
+
+
+def test_scale_benchmark_photos_of_each_generator_and_their_close_pairs(tmp_path):
+    """bench/scale.py's scan and split on 200 photos of each generator, each in its own
+    folders: the look-alikes' hashes cluster (the scan checks close pairs), the varied photos'
+    do not, so their only close pairs are the copies planted among them, which the scan
+    reports as duplicates, each kind; both keep the classes' tints apart."""
+    rows = {}
+    for kind, copies in (("lookalike", "0"), ("varied", "0.05")):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.scale", "--root", str(tmp_path), "--sizes", "200",
+             "--stages", "scan", "split", "--photos", kind, "--copies", copies],
+            cwd=PROJECT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        rows[kind] = {row["stage"]: row for row in lines}
+        assert rows[kind]["scan"]["images"] == 200
+        assert sum(rows[kind]["split"]["counts"].values()) == 200
+    assert rows["lookalike"]["scan"]["close_pairs"] > 0
+    assert rows["lookalike"]["scan"]["duplicates"] == 0
+    scan = rows["varied"]["scan"]
+    planted = scan["copies"]["planted"]
+    assert min(planted.values()) > 0  # every kind: the exact path and the near one both run
+    assert scan["copies"]["found"] == planted and scan["copies"]["other_pairs"] == 0
+    assert scan["duplicates"] == scan["close_pairs"] == sum(planted.values())
+    assert len(list((tmp_path / "pool").glob("*.jpg"))) == 200
+    assert len(list((tmp_path / "pool-varied-copies5").glob("*.jpg"))) == sum(planted.values())
+    folder = tmp_path / "photos-varied-copies5-200"
+    cat, dog = (np.asarray(Image.open(folder / f"{name}.7.jpg"), dtype=float).mean(axis=(0, 1))
+                for name in ("cat", "dog"))
+    assert cat[0] > cat[2] + 60 and dog[2] > dog[0] + 60  # red over blue, and the reverse
