@@ -89,8 +89,12 @@ case "${1:-main}" in
               # shared the CPU), for a like-for-like wall time; kept apart from the 3-seed set
     OUT=docs/benchmarks/issue15-quiet run ft-auto fine_tune bank auto 1
     ;;
-  next)  # what issue 15 still lacks after session 8, most important first
+  s9)  # session 9: fine_tune on the fly, seeds 2 and 3. Each used about one core of two, so
+        # they ran side by side (seed 3 from a copy of this script started 23 minutes later)
     for seed in 2 3; do run ft-onthefly fine_tune reference 3 $seed; done
+    ;;
+  next)  # what issue 15 still lacks after session 9: the chapter's code for its strategies 2
+          # and 3 against ours (about 1 h and 2 h or more)
     chapter_time feature_extraction_augmented,fine_tune
     ;;
 esac
