@@ -29,6 +29,9 @@ pool of their own (pool-varied-copies1 for 1%; the other photos are linked from 
 and the folders say the share (photos-varied-copies1-N, work-varied-copies1-N). The scan's row
 then reports how many of the planted copies the scan found, by kind.
 
+--layout class-folders puts the same photos in one sub-folder per class (photos-…-classes-N/
+cat/cat.1.jpg), the other layout the scan reads; kaggle (the default) keeps them in one folder.
+
 Peak memory is the kernel's VmHWM of the stage's process (not getrusage's ru_maxrss, which
 Linux carries over fork and exec: bench/child.py), with the peaks of its anonymous and
 file-backed parts sampled every 50 ms (the pages of a read memory map are file-backed RSS).
@@ -148,27 +151,33 @@ def copies_tag(share: float) -> str:
     return f"-copies{100 * share:g}" if share else ""
 
 
-def folders(root: Path, kind: str, count: int, copies: float = 0.0) -> tuple[Path, Path, Path]:
+def folders(root: Path, kind: str, count: int, copies: float = 0.0,
+            layout: str = "kaggle") -> tuple[Path, Path, Path]:
     """The pool, the photos' folder and the workspace of `count` photos of a generator with
-    a share of copies: their own for each, so they never mix (lookalike without copies keeps
-    the names of rounds 1 to 6). The copies' own pool is the pool's name with copies_tag."""
+    a share of copies in a layout: their own for each, so they never mix (lookalike without
+    copies keeps the names of rounds 1 to 6). The copies' own pool is the pool's name with
+    copies_tag."""
     tag, copied = ("" if kind == "lookalike" else f"-{kind}"), copies_tag(copies)
+    copied += "-classes" if layout == "class-folders" else ""
     return (root / f"pool{tag}", root / f"photos{tag}{copied}-{count}",
             root / f"work{tag}{copied}-{count}")
 
 
-def photos(root: Path, count: int, kind: str = "varied",
-           copies: float = 0.0) -> tuple[Path, dict[str, tuple[str, str]]]:
+def photos(root: Path, count: int, kind: str = "varied", copies: float = 0.0,
+           layout: str = "kaggle") -> tuple[Path, dict[str, tuple[str, str]]]:
     """count // 2 cats and dogs of the generator `kind`, linked from its pool (made when
-    missing) into the folder for that count, a share `copies` of them planted copies (from a
-    pool of their own). Returns the folder and the copies: {copy's name: (source's, kind)}."""
-    pool, folder, _ = folders(root, kind, count, copies)
+    missing) into the folder for that count (into cat/ and dog/ in it with class-folders), a
+    share `copies` of them planted copies (from a pool of their own). Returns the folder and
+    the copies: {copy's name: (source's, kind)}."""
+    pool, folder, _ = folders(root, kind, count, copies, layout)
     copy_pool = pool.with_name(pool.name + copies_tag(copies))
     for made in (pool, copy_pool, folder):
         made.mkdir(parents=True, exist_ok=True)
     planted = {}
     for label, name in enumerate(CLASSES):
         plan = copy_plan(label, count // 2, copies)
+        inside = folder / name if layout == "class-folders" else folder
+        inside.mkdir(exist_ok=True)
         for i in range(count // 2):
             source_index, copy_kind = plan.get(i, (i, None))
             source = pool / f"{name}.{source_index}.jpg"
@@ -180,7 +189,7 @@ def photos(root: Path, count: int, kind: str = "varied",
                 if not copied.exists():
                     copy_photo(source, copy_kind, copied)
                 source = copied
-            target = folder / f"{name}.{i}.jpg"
+            target = inside / f"{name}.{i}.jpg"
             if not target.exists():
                 os.link(source, target)
     return folder, planted
@@ -452,6 +461,8 @@ def main(argv=None):
     parser.add_argument("--copies", type=float,
                         help="the share of each class's photos planted as copies of others, "
                              "at most 0.2 (default: 0.01 for varied, 0 for lookalike)")
+    parser.add_argument("--layout", choices=("kaggle", "class-folders"), default="kaggle",
+                        help="the photos in one folder, or in one sub-folder per class")
     parser.add_argument("--code", default=str(HERE), help="the checkout whose transfer_core runs")
     parser.add_argument("--clean", action="store_true", help="remove each size's workspace after")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -470,10 +481,10 @@ def main(argv=None):
     print(f"load average before: {os.getloadavg()}", flush=True)
     for size in args.sizes:
         started = time.perf_counter()
-        data, planted = photos(root, size, args.photos, args.copies)
+        data, planted = photos(root, size, args.photos, args.copies, args.layout)
         print(f"{size:,} {args.photos} photos ({len(planted)} planted copies) ready in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
-        work = folders(root, args.photos, size, args.copies)[2]
+        work = folders(root, args.photos, size, args.copies, args.layout)[2]
         work.mkdir(exist_ok=True)
         for stage in stages:
             row = child({"stage": stage, "photos": size, "data": str(data), "work": str(work)},

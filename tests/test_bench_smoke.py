@@ -91,18 +91,21 @@ def test_scale_benchmark_photos_of_each_generator_and_their_close_pairs(tmp_path
     """bench/scale.py's scan and split on 200 photos of each generator, each in its own
     folders: the look-alikes' hashes cluster (the scan checks close pairs), the varied photos'
     do not, so their only close pairs are the copies planted among them, which the scan
-    reports as duplicates, each kind; both keep the classes' tints apart."""
+    reports as duplicates, each kind, in one folder or in one sub-folder per class; both keep
+    the classes' tints apart."""
     rows = {}
-    for kind, copies in (("lookalike", "0"), ("varied", "0.05")):
+    for kind, copies, layout in (("lookalike", "0", "kaggle"), ("varied", "0.05", "kaggle"),
+                                 ("varied", "0.05", "class-folders")):
         done = subprocess.run(
             [sys.executable, "-m", "bench.scale", "--root", str(tmp_path), "--sizes", "200",
-             "--stages", "scan", "split", "--photos", kind, "--copies", copies],
-            cwd=PROJECT, capture_output=True, text=True, timeout=300)
+             "--stages", "scan", "split", "--photos", kind, "--copies", copies,
+             "--layout", layout], cwd=PROJECT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        rows[kind] = {row["stage"]: row for row in lines}
-        assert rows[kind]["scan"]["images"] == 200
-        assert sum(rows[kind]["split"]["counts"].values()) == 200
+        rows[kind if layout == "kaggle" else layout] = {row["stage"]: row for row in lines}
+    for row in rows.values():
+        assert row["scan"]["images"] == 200
+        assert sum(row["split"]["counts"].values()) == 200
     assert rows["lookalike"]["scan"]["close_pairs"] > 0
     assert rows["lookalike"]["scan"]["duplicates"] == 0
     scan = rows["varied"]["scan"]
@@ -110,6 +113,9 @@ def test_scale_benchmark_photos_of_each_generator_and_their_close_pairs(tmp_path
     assert min(planted.values()) > 0  # every kind: the exact path and the near one both run
     assert scan["copies"]["found"] == planted and scan["copies"]["other_pairs"] == 0
     assert scan["duplicates"] == scan["close_pairs"] == sum(planted.values())
+    assert rows["class-folders"]["scan"]["copies"] == scan["copies"]  # the same photos
+    classes = tmp_path / "photos-varied-copies5-classes-200"
+    assert [len(list((classes / name).glob("*.jpg"))) for name in ("cat", "dog")] == [100, 100]
     assert len(list((tmp_path / "pool").glob("*.jpg"))) == 200
     assert len(list((tmp_path / "pool-varied-copies5").glob("*.jpg"))) == sum(planted.values())
     folder = tmp_path / "photos-varied-copies5-200"
