@@ -23,7 +23,7 @@ run() {  # name strategy paths views seed [epochs fine_tune_epochs]
   if [ -s "$json" ]; then echo "$(date +%T) skip $name seed $seed (done)"; return; fi
   echo "$(date +%T) start $name seed $seed (commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   "$PY" bench/view_bank.py "${COMMON[@]}" --strategy "$strategy" --paths "$paths" \
-    --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" \
+    --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" ${BLEND:+--blend-views} \
     --json-out "$json.part" > "$LOGS/15ref-$name-s$seed.log" 2>&1
   local rc=$?
   if [ $rc -eq 0 ]; then
@@ -92,6 +92,10 @@ case "${1:-main}" in
   s9)  # session 9: fine_tune on the fly, seeds 2 and 3. Each used about one core of two, so
         # they ran side by side (seed 3 from a copy of this script started 23 minutes later)
     for seed in 2 3; do run ft-onthefly fine_tune reference 3 $seed; done
+    ;;
+  s10)  # session 10: fine_tune on a bank of 10 whose fine-tuning phase blends two views per
+         # photo (a new input every epoch); one seed per call ($2), three calls side by side
+    BLEND=1 run ft-k10-blend fine_tune bank 10 "${2:-1}"
     ;;
   next)  # what issue 15 still lacks after session 9: the chapter's code for its strategies 2
           # and 3 against ours (about 1 h and 2 h or more)

@@ -70,7 +70,8 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
                          strategy=args.strategy, epochs=args.epochs,
                          fine_tune_epochs=args.fine_tune_epochs, image_size=args.image_size,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
-                         pooling=args.pooling, seed=seed, view_bank=views)
+                         pooling=args.pooling, seed=seed, view_bank=views,
+                         blend_views=args.blend_views)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()  # the code measured (branches merge)
     load_before, cpu_before = os.getloadavg(), time.process_time()
@@ -93,6 +94,7 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
     replay = replay_validation(run, snapshots) if args.check_rules else None
     reset_keras()
     return {"views": views, "view_bank_used": run.status().get("view_bank"),
+            "blend_views": args.blend_views,
             "strategy": args.strategy, "seed": seed, "commit": commit,
             "state": status["state"], "error": status.get("error"),
             "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
@@ -192,6 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--pooling", default="flatten")
     parser.add_argument("--views", type=_views, default=3, help='K, or "auto" (issue 15)')
+    parser.add_argument("--blend-views", action="store_true",
+                        help="fine_tune: blend two views per photo in the fine-tuning phase")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--paths", default="reference,bank",
                         help="which runs per seed: reference (on the fly), bank, or both")

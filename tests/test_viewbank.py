@@ -106,6 +106,35 @@ def test_each_epoch_shows_every_image_once_and_cycles_its_views():
     assert all(v == set(range(views)) for v in seen.values())  # all K views in K epochs
 
 
+def test_blended_views_mix_two_views_of_the_same_photo_anew_each_epoch():
+    """Each photo's input is a point between two different views of that photo (never of
+    another one), and the same photo gives a different input in the next epochs."""
+    images, views = 8, 4
+    # row r = view k of image i holds the constant 100·k + i: a blend of image i's views
+    # stays ≡ i (mod 100) only in the mean, so check it through the views' bounds instead
+    features = np.stack([np.full((2, 2, 3), 100.0 * k + i, "float32")
+                         for k in range(views) for i in range(images)])
+    bank = ViewBank(features, np.arange(images, dtype="float32"), views, batch_size=3, seed=5,
+                    blend=True)
+    inputs = []
+    for _epoch in range(3):
+        batches = [bank[b] for b in range(len(bank))]
+        x = np.concatenate([b[0] for b in batches])
+        labels = np.concatenate([b[1] for b in batches]).astype(int)
+        assert sorted(labels) == list(range(images))  # every photo once
+        assert np.all(x == x[:, :1, :1, :1])  # a blend of whole rows, element by element alike
+        value = x[:, 0, 0, 0]
+        assert np.all(value >= labels - 1e-3) and np.all(value <= labels + 300 + 1e-3)
+        between = (value - labels) / 100  # in view units: strictly inside a pair, not on a view
+        assert np.mean(np.abs(between - np.round(between)) > 1e-3) > 0.5
+        inputs.append(dict(zip(labels, value)))
+        bank.on_epoch_end()
+    assert all(inputs[0][i] != inputs[1][i] != inputs[2][i] for i in range(images))
+    plain = ViewBank(features, np.arange(images, dtype="float32"), views, batch_size=3, seed=5)
+    value = np.concatenate([plain[b][0][:, 0, 0, 0] for b in range(len(plain))])
+    assert np.all(value % 100 < images)  # without blending: exactly one view each
+
+
 @pytest.fixture(scope="module")
 def fine_tune_bank_run(tiny_manifest):
     manifest, workspace = tiny_manifest

@@ -97,6 +97,9 @@ class TrainConfig:
     # about one view per three epochs that read the bank, 3 to 30, fewer when the disk is
     # short (bank.py); a bank of 3 read for many epochs was learnt by heart (issue 15).
     view_bank: int | str = "auto"
+    # fine_tune on a bank: in the fine-tuning phase each photo is a random blend of two of its
+    # views, a new input every epoch, so the unfrozen block cannot learn the views by heart.
+    blend_views: bool = False
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos
     class_weight: str = "none"

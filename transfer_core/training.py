@@ -322,7 +322,8 @@ class _Session:
         train = self._cached(cache, "train", views, cut)
         val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
-                        config.batch_size, config.seed, phase.first_epoch)
+                        config.batch_size, config.seed, phase.first_epoch,
+                        blend=bool(cut) and config.blend_views)
         # Read in batches as Keras asks for them: the split never sits in memory whole.
         validation = (FeatureBatches(val.features, self._labels(val.labels), config.batch_size)
                       if val else None)
@@ -416,22 +417,31 @@ class ViewBank(keras.utils.PyDataset):
     """Batches of cached features for one epoch: every image once, in a new random order,
     through one of its K views. Image i's view in epoch e is (offset_i + e) mod K, with a
     random offset per image, so each image cycles through all its views every K epochs.
-    Each batch is read from the cache file as it is needed (feature_rows.RowReader)."""
+    With `blend`, each image is instead λ·(that view) + (1 − λ)·(another of its views), λ
+    uniform in [0, 1) and the other view drawn anew each epoch: an input never seen before,
+    at the cost of a second read. Each batch is read from the cache file as it is needed
+    (feature_rows.RowReader)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, views: int, batch_size: int,
-                 seed: int, first_epoch: int = 0):
+                 seed: int, first_epoch: int = 0, blend: bool = False):
         super().__init__()
         self.features, self.labels, self.views = RowReader(features), labels, views
         self.batch_size, self.seed = batch_size, seed
+        self.blend = blend and views > 1
         self.images = len(labels)
         self.offsets = np.random.default_rng(seed).integers(0, views, self.images)
         self.epoch = first_epoch
         self._shuffle()
 
     def _shuffle(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.images)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.images)
         views = (self.offsets[order] + self.epoch) % self.views
         self.rows, self.targets = views * self.images + order, self.labels[order]
+        if self.blend:  # another view of the same image, never the same one, and its weight
+            others = (views + rng.integers(1, self.views, self.images)) % self.views
+            self.partners = others * self.images + order
+            self.weights = rng.random(self.images, dtype=np.float32)
 
     def __len__(self):
         return math.ceil(self.images / self.batch_size)
@@ -440,7 +450,18 @@ class ViewBank(keras.utils.PyDataset):
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
         rows = self.rows[part]
         ordered = np.argsort(rows)  # ascending rows read the file sequentially
-        return self.features.take(rows[ordered]), self.targets[part][ordered]
+        features = self.features.take(rows[ordered])
+        if self.blend:
+            features = self._blend(features, self.partners[part][ordered],
+                                   self.weights[part][ordered])
+        return features, self.targets[part][ordered]
+
+    def _blend(self, features, partners, weights):
+        ordered = np.argsort(partners)
+        others = np.empty_like(features)
+        others[ordered] = self.features.take(partners[ordered])
+        weights = weights.reshape(-1, *[1] * (features.ndim - 1))
+        return weights * features + (1 - weights) * others
 
     def on_epoch_end(self):
         self.epoch += 1
