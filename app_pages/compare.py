@@ -107,7 +107,10 @@ def plan_form(manifest):
 
 def views_of(strategy: str, views: int | str, epochs: int, fine_tune_epochs: int) -> int:
     """The views a run of `strategy` will use: as set, or as "auto" picks them (disk aside)."""
-    return views if views != "auto" else automatic_views(strategy, epochs, fine_tune_epochs)[0]
+    if views != "auto":
+        return views
+    return automatic_views(strategy, epochs, fine_tune_epochs,
+                           blend_views=TrainConfig.blend_views)[0]
 
 
 def show_progress(study: Study, progress: dict) -> None:
