@@ -413,6 +413,11 @@ class _Session:
         return bool(self.manifest.files(split)[0])
 
 
+# How far a blend may reach beyond its two views: λ is drawn from [-reach, 1 + reach), so 0
+# keeps every blend between them and 0.5 extrapolates, a larger change than either view.
+BLEND_REACH = 0.0
+
+
 class ViewBank(keras.utils.PyDataset):
     """Batches of cached features for one epoch: every image once, in a new random order,
     through one of its K views. Image i's view in epoch e is (offset_i + e) mod K, with a
@@ -441,7 +446,8 @@ class ViewBank(keras.utils.PyDataset):
         if self.blend:  # another view of the same image, never the same one, and its weight
             others = (views + rng.integers(1, self.views, self.images)) % self.views
             self.partners = others * self.images + order
-            self.weights = rng.random(self.images, dtype=np.float32)
+            self.weights = (rng.random(self.images, dtype=np.float32) * (1 + 2 * BLEND_REACH)
+                            - BLEND_REACH)
 
     def __len__(self):
         return math.ceil(self.images / self.batch_size)
