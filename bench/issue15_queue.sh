@@ -23,7 +23,8 @@ run() {  # name strategy paths views seed [epochs fine_tune_epochs]
   if [ -s "$json" ]; then echo "$(date +%T) skip $name seed $seed (done)"; return; fi
   echo "$(date +%T) start $name seed $seed (commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   "$PY" bench/view_bank.py "${COMMON[@]}" --strategy "$strategy" --paths "$paths" \
-    --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" ${BLEND:+--blend-views} \
+    --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" \
+    ${BLEND:+--blend-views} ${REACH:+--blend-reach "$REACH"} \
     --json-out "$json.part" > "$LOGS/15ref-$name-s$seed.log" 2>&1
   local rc=$?
   if [ $rc -eq 0 ]; then
@@ -96,6 +97,9 @@ case "${1:-main}" in
   s10)  # session 10: fine_tune on a bank of 10 whose fine-tuning phase blends two views per
          # photo (a new input every epoch); one seed per call ($2), three calls side by side
     BLEND=1 run ft-k10-blend fine_tune bank 10 "${2:-1}"
+    ;;
+  s10b)  # the same with blends that reach half a view-difference beyond both views
+    BLEND=1 REACH=0.5 run ft-k10-extrapolate fine_tune bank 10 "${2:-1}"
     ;;
   next)  # what issue 15 still lacks after session 9: the chapter's code for its strategies 2
           # and 3 against ours (about 1 h and 2 h or more)
