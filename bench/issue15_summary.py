@@ -21,10 +21,13 @@ sys.path.insert(0, str(ROOT))
 from transfer_core.stats import comparison_text, mean_interval, paired_comparison  # noqa: E402
 
 RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (no keras here)
-# views -> path shown (fast extraction has none: "cached features")
+# views -> path shown (fast extraction has none: "cached features"); a fine_tune run whose
+# fine-tuning phase read blends of two views (session 10) is a path of its own
 PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}
-BANKS = tuple(path for views, path in PATHS.items() if views)  # measured against on the fly
-EVERY_PATH = ("auto", *BANKS[:-1], PATHS[0])  # the product's default first
+BLENDS = {0.0: "blended", 0.5: "extrapolated"}  # blend_reach -> name
+ORDER = ("on the fly", "K=3", "K=10", "K=10 blended", "K=10 extrapolated", "auto")
+BANKS = ORDER[1:]  # measured against on the fly
+EVERY_PATH = ("auto", *BANKS[:-1], ORDER[0])  # the product's default first
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
@@ -47,14 +50,22 @@ def head_seconds(row: dict) -> float:
     return sum(e["seconds"] for e in row["epochs"] if e["phase"] == "head")
 
 
+def path_of(row: dict) -> str:
+    path = PATHS[row["views"]]
+    if row.get("blend_views"):
+        reach = row.get("blend_reach", 0.0)
+        path += " " + BLENDS.get(reach, f"blended (reach {reach})")
+    return path
+
+
 def groups(rows: list[dict]) -> dict:
     found = {}
     for shown, strategy, scope in STRATEGIES:
-        for views, path in PATHS.items():
-            mine = sorted((r for r in rows if r["strategy"] == strategy and r["views"] == views),
+        for path in ORDER:
+            mine = sorted((r for r in rows if r["strategy"] == strategy and path_of(r) == path),
                           key=lambda r: r["seed"])
             if strategy == "feature_extraction":  # no bank: one path
-                mine = [r for r in rows if r["strategy"] == strategy] if views == 0 else []
+                mine = [r for r in rows if r["strategy"] == strategy] if path == ORDER[0] else []
                 path = "cached features"
             if mine:
                 found[(shown, path)] = (mine, scope)
