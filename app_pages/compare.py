@@ -107,10 +107,7 @@ def plan_form(manifest):
 
 def views_of(strategy: str, views: int | str, epochs: int, fine_tune_epochs: int) -> int:
     """The views a run of `strategy` will use: as set, or as "auto" picks them (disk aside)."""
-    if views != "auto":
-        return views
-    return automatic_views(strategy, epochs, fine_tune_epochs,
-                           blend_views=TrainConfig.blend_views)[0]
+    return views if views != "auto" else automatic_views(strategy, epochs, fine_tune_epochs)[0]
 
 
 def show_progress(study: Study, progress: dict) -> None:

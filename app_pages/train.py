@@ -136,14 +136,11 @@ def settings_form(manifest) -> TrainConfig | None:
                                                    else backbone.fine_tune_from),
                                 help="This layer and every layer above it train in phase 2.")
     views, view_bank = 0, setting({}, "view_bank")
-    blend_views = setting(last, "blend_views")
     if strategy in ("feature_extraction_augmented", "fine_tune"):  # a frozen part to bank
         augmented_before = setting(last, "strategy") in ("feature_extraction_augmented",
                                                           "fine_tune")
-        if strategy == "fine_tune":
-            blend_views = blend_views_input(blend_views)
         bank = BankPlan(facts, strategy, boundary, n_train, n_val, int(epochs),
-                        int(fine_tune_epochs), blend_views)
+                        int(fine_tune_epochs))
         view_bank, views = view_bank_input(bank, setting(last if augmented_before else {},
                                                          "view_bank"))
     with st.expander("More settings"):
@@ -187,8 +184,8 @@ def settings_form(manifest) -> TrainConfig | None:
             batch_size=int(batch_size), image_size=int(size), fine_tune_from=boundary,
             preprocessing=preprocessing, pooling=pooling, monitor=monitor,
             early_stopping_patience=int(patience) or None, seed=int(seed), view_bank=view_bank,
-            blend_views=blend_views, classes=manifest.classes, class_weight=class_weight,
-            precision=run_precision, settings=chosen_settings)
+            classes=manifest.classes, class_weight=class_weight, precision=run_precision,
+            settings=chosen_settings)
     except TransferLabError as exc:
         ui.show_error(exc)
         return None
@@ -266,7 +263,6 @@ class BankPlan:
     n_val: int
     epochs: int
     fine_tune_epochs: int
-    blend_views: bool = False
 
     def cut(self) -> str | None:
         """The top of the frozen part the bank is taken at (None: the base's output)."""
@@ -282,18 +278,7 @@ class BankPlan:
         per_view, fixed = bank_growth(self.facts["layer_shapes"], cut, self.facts["layers"][-1],
                                       self.n_train, self.n_val)
         room = room_for_features(FeatureCache(ui.workspace()).root) - fixed
-        return automatic_views(self.strategy, self.epochs, self.fine_tune_epochs, per_view, room,
-                               self.blend_views)
-
-
-def blend_views_input(default: bool) -> bool:
-    return st.checkbox(
-        "Blend two views per photo while fine-tuning", default, key="blend_views",
-        help="With a view bank, the fine-tuning phase trains on a random mix of two of each "
-             "photo's views, a new one every epoch. The unfrozen layers otherwise learn the "
-             "few views they read again by heart and score lower than on the fly; blended, "
-             "the bank needs only the views of the first phase. No effect on the fly "
-             "(0 views).")
+        return automatic_views(self.strategy, self.epochs, self.fine_tune_epochs, per_view, room)
 
 
 def view_bank_input(bank: BankPlan, default) -> tuple[int | str, int]:

@@ -504,12 +504,6 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     assert at.radio(key="view_bank_mode").value == "auto"  # TrainConfig's default
     at.number_input(key="epochs").set_value(10).run()
     at.number_input(key="ft_epochs").set_value(20).run()
-    at.checkbox(key="blend_views").set_value(True).run()
-    # blends are new inputs: only the 10 head epochs read the views, so 4 (one per three)
-    assert any(c.startswith("Automatic: 4 views (10 epochs read the bank")
-               and "the 20 fine-tuning epochs read blends" in c
-               for c in texts(at.caption)), texts(at.caption)
-    at.checkbox(key="blend_views").set_value(False).run()
     # 10 + 20 epochs read the bank: one view per three epochs
     assert any(c.startswith("Automatic: 10 views (30 epochs read the bank")
                for c in texts(at.caption)), texts(at.caption)

@@ -30,9 +30,9 @@ TINY = dict(backbone="vgg16", weights="none", image_size=32, batch_size=6, learn
 
 
 def _config(strategy="feature_extraction_augmented", epochs=30, fine_tune_epochs=100,
-            view_bank="auto", blend_views=False):
+            view_bank="auto"):
     return SimpleNamespace(strategy=strategy, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                           view_bank=view_bank, blend_views=blend_views)
+                           view_bank=view_bank)
 
 
 @pytest.mark.parametrize("strategy, epochs, fine_tune_epochs, views", [
@@ -47,18 +47,6 @@ def test_auto_takes_a_view_per_three_epochs_that_read_the_bank(strategy, epochs,
     chosen, reason = choose_views(_config(strategy, epochs, fine_tune_epochs), GB, 1000 * GB)
     assert chosen == views
     assert reason
-
-
-@pytest.mark.parametrize("fine_tune_epochs", [30, 100])
-def test_fine_tuning_on_blends_takes_only_the_head_phases_views(fine_tune_epochs):
-    """Blends are new inputs every epoch: only the 30 head epochs read views as they are."""
-    chosen, reason = choose_views(_config("fine_tune", 30, fine_tune_epochs, blend_views=True),
-                                  GB, 1000 * GB)
-    assert chosen == 10
-    assert f"the {fine_tune_epochs} fine-tuning epochs read blends" in reason
-    augmented = _config("feature_extraction_augmented", 30, fine_tune_epochs, blend_views=True)
-    assert choose_views(augmented, GB, 1000 * GB) == choose_views(
-        _config("feature_extraction_augmented", 30, fine_tune_epochs), GB, 1000 * GB)
 
 
 def test_auto_takes_fewer_views_when_the_disk_is_short_but_never_below_three():

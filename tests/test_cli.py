@@ -138,17 +138,6 @@ def test_train_uses_the_view_bank_unless_told_otherwise(tmp_path):
         parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "lots"])
 
 
-def test_train_takes_view_blending_from_its_flags(tmp_path):
-    from transfer_core.commands import _train_config
-    from transfer_core.runs import TrainConfig
-
-    parser = build_parser()
-    data = ["train", "--data", str(tmp_path / "m.json"), "--strategy", "fine_tune"]
-    assert _train_config(parser.parse_args(data)).blend_views == TrainConfig.blend_views
-    assert _train_config(parser.parse_args(data + ["--blend-views"])).blend_views is True
-    assert _train_config(parser.parse_args(data + ["--no-blend-views"])).blend_views is False
-
-
 def test_cache_shows_its_size_and_clear_frees_it_unless_a_run_trains(tmp_path, capsys):
     from transfer_core.features import FeatureCache
     from transfer_core.runs import Run, TrainConfig

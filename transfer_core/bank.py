@@ -2,9 +2,8 @@
 
 A bank of K views read for E epochs shows each view about E / K times. With K = 3 at the
 chapter's 30 (+ 100) epochs the head learnt the bank by heart (issue 15), so "auto" aims at
-about three readings of each view, within the disk the cache may use. Epochs that read blends
-of two views (fine_tune's second phase with blend_views) see a new input each time and do not
-count. Pure functions: the caller measures the free space (training.py, the Train page).
+about three readings of each view, within the disk the cache may use. Pure functions: the
+caller measures the free space (training.py, the Train page).
 """
 
 from __future__ import annotations
@@ -18,43 +17,38 @@ READS_PER_VIEW = 3
 MIN_VIEWS, MAX_VIEWS = 3, 30
 
 
-def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int,
-                blend_views: bool = False) -> int:
-    """The epochs that read the bank's views as they are: every epoch of a strategy that uses
-    one (0 otherwise), less fine_tune's second phase when it reads blends."""
+def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int) -> int:
+    """The epochs that read the bank: every epoch of a strategy that uses one (0 otherwise)."""
     if strategy == "feature_extraction_augmented":
         return epochs
     if strategy == "fine_tune":
-        return epochs + (0 if blend_views else fine_tune_epochs)
+        return epochs + fine_tune_epochs
     return 0
 
 
 def choose_views(config, bytes_per_view: float, free_bytes: float) -> tuple[int, str]:
     """(K, why) for `config` (a TrainConfig, or anything with its strategy, epochs,
-    fine_tune_epochs, view_bank and blend_views). A fixed view_bank is kept as given. "auto"
-    takes ceil(E / 3) views for the E epochs that read the views as they are (bank_epochs),
-    clipped to [3, 30], and fewer (never below 3) when the bank would not fit:
-    `bytes_per_view` is what one more view adds to the cache, `free_bytes` what the bank's
-    views may take (features.room_for_features, less the parts that do not grow with K)."""
+    fine_tune_epochs and view_bank). A fixed view_bank is kept as given. "auto" takes
+    ceil(E / 3) views for the E epochs that read the bank, clipped to [3, 30], and fewer (never
+    below 3) when the bank would not fit: `bytes_per_view` is what one more view adds to the
+    cache, `free_bytes` what the bank's views may take (features.room_for_features, less the
+    parts that do not grow with K)."""
     if config.view_bank != "auto":
         return config.view_bank, "set in the run's settings"
     return automatic_views(config.strategy, config.epochs, config.fine_tune_epochs,
-                           bytes_per_view, free_bytes, config.blend_views)
+                           bytes_per_view, free_bytes)
 
 
 def automatic_views(strategy: str, epochs: int, fine_tune_epochs: int,
-                    bytes_per_view: float = 0, free_bytes: float = 0,
-                    blend_views: bool = False) -> tuple[int, str]:
+                    bytes_per_view: float = 0, free_bytes: float = 0) -> tuple[int, str]:
     """(K, why) that "auto" takes for a run of `strategy` (choose_views); with no
     `bytes_per_view`, whatever the disk (a time estimate)."""
-    reading = bank_epochs(strategy, epochs, fine_tune_epochs, blend_views)
+    reading = bank_epochs(strategy, epochs, fine_tune_epochs)
     if not reading:
         return 0, f"{strategy} reads no view bank"
     wanted = min(max(math.ceil(reading / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)
-    blends = (f"; the {fine_tune_epochs} fine-tuning epochs read blends of two views, new "
-              "each time" if strategy == "fine_tune" and blend_views else "")
     why = (f"automatic: {reading} epochs read the bank, so {wanted} views, each seen about "
-           f"{reading / wanted:.0f} times{blends}")
+           f"{reading / wanted:.0f} times")
     if bytes_per_view <= 0 or wanted * bytes_per_view <= free_bytes:
         return wanted, why
     views = max(int(free_bytes // bytes_per_view), MIN_VIEWS)

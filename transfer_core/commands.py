@@ -292,12 +292,6 @@ def _run_settings_arguments(parser, data_required: bool = True):
                              f"the rest on them (default {d.view_bank}: one view per three "
                              "epochs, 3 to 30, fewer if the disk is short; 0: augment on the "
                              "fly, the chapter's way; docs/BENCHMARKS.md compares them)")
-    parser.add_argument("--blend-views", action=argparse.BooleanOptionalAction,
-                        default=d.blend_views,
-                        help="fine_tune on a view bank: in the fine-tuning phase, train on a "
-                             "random blend of two views of each photo, new every epoch, so "
-                             "the unfrozen layers cannot learn the views by heart (default "
-                             f"{'on' if d.blend_views else 'off'})")
     parser.add_argument("--class-weight", default=d.class_weight, choices=CLASS_WEIGHTS,
                         help="balanced: weigh each class inversely to its share of the "
                              "training photos (for an imbalanced split)")
@@ -336,8 +330,7 @@ def _train_config(args, **override):
         "pooling": args.pooling, "dropout": args.dropout,
         "monitor": monitor_for(args.monitor, args.early_stopping),
         "early_stopping_patience": args.early_stopping, "seed": getattr(args, "seed", None),
-        "view_bank": args.view_bank, "blend_views": args.blend_views,
-        "class_weight": args.class_weight,
+        "view_bank": args.view_bank, "class_weight": args.class_weight,
         "precision": args.precision, "settings": _settings(args),
         "distribute": getattr(args, "distribute", TrainConfig.distribute)}  # compare: default
     return TrainConfig(**{**settings, **override})
