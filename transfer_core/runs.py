@@ -98,7 +98,8 @@ class TrainConfig:
     # short (bank.py); a bank of 3 read for many epochs was learnt by heart (issue 15).
     view_bank: int | str = "auto"
     # fine_tune on a bank: in the fine-tuning phase each photo is a random blend of two of its
-    # views, a new input every epoch, so the unfrozen block cannot learn the views by heart.
+    # views (training.ViewBank). Off: measured, it did not lift fine-tuning on the bank to on
+    # the fly's accuracy (docs/BENCHMARKS.md, session 10), so neither the CLI nor the app offer it.
     blend_views: bool = False
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos

@@ -414,7 +414,8 @@ class _Session:
 
 
 # How far a blend may reach beyond its two views: λ is drawn from [-reach, 1 + reach), so 0
-# keeps every blend between them and 0.5 extrapolates, a larger change than either view.
+# keeps every blend between them and 0.5 extrapolates, a larger change than either view
+# (bench/view_bank.py --blend-reach; neither met issue 15's target).
 BLEND_REACH = 0.0
 
 
@@ -424,8 +425,8 @@ class ViewBank(keras.utils.PyDataset):
     random offset per image, so each image cycles through all its views every K epochs.
     With `blend`, each image is instead λ·(that view) + (1 − λ)·(another of its views), λ
     uniform in [0, 1) and the other view drawn anew each epoch: an input never seen before,
-    at the cost of a second read. Each batch is read from the cache file as it is needed
-    (feature_rows.RowReader)."""
+    at the cost of a second read (TrainConfig.blend_views, measured only). Each batch is read
+    from the cache file as it is needed (feature_rows.RowReader)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, views: int, batch_size: int,
                  seed: int, first_epoch: int = 0, blend: bool = False):
