@@ -101,6 +101,10 @@ case "${1:-main}" in
   s10b)  # the same with blends that reach half a view-difference beyond both views
     BLEND=1 REACH=0.5 run ft-k10-extrapolate fine_tune bank 10 "${2:-1}"
     ;;
+  s10c)  # K = 10 unblended on seeds 2 and 3 (seed 1 ran in session 8): the control the blends
+          # were measured against, and the one bank row that stood on one seed
+    run ft-k10 fine_tune bank 10 "${2:-2}"
+    ;;
   next)  # what issue 15 still lacks after session 9: the chapter's code for its strategies 2
           # and 3 against ours (about 1 h and 2 h or more)
     chapter_time feature_extraction_augmented,fine_tune
