@@ -105,9 +105,9 @@ case "${1:-main}" in
           # were measured against, and the one bank row that stood on one seed
     run ft-k10 fine_tune bank 10 "${2:-2}"
     ;;
-  next)  # what issue 15 still lacks after session 9: the chapter's code for its strategies 2
-          # and 3 against ours (about 1 h and 2 h or more)
-    chapter_time feature_extraction_augmented,fine_tune
+  next)  # what issue 15 still lacks after session 10: the chapter's code for fine-tuning
+          # against ours (about 2 h; strategy 2's ran in session 10, 20261130-045021.json)
+    chapter_time fine_tune
     ;;
 esac
 echo "$(date +%T) queue ${1:-main} done"
