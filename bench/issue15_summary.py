@@ -199,18 +199,18 @@ def paired_rungs(rungs: dict, path: str, rule: str = "last") -> list[str]:
 
 
 def fine_tuning_effect(group, path: str) -> list[str]:
-    """Per fine_tune seed: validation accuracy at the head phase's last epoch and at the run's
-    last, and the test accuracy of those two models (rules last/head and last/all)."""
+    """Per fine_tune seed: validation accuracy and loss at the head phase's last epoch and at
+    the run's last, and the test accuracy of those two models (rules last/head and last/all)."""
     if not group:
         return []
-    out = [f"fine-tuning's own effect ({path}): validation / test accuracy, head phase's last "
-           "epoch → the run's last"]
+    out = [f"fine-tuning's own effect ({path}): validation accuracy / validation loss / test "
+           "accuracy, head phase's last epoch → the run's last"]
     for row in group[0]:
-        head_end = [e for e in row["epochs"] if e["phase"] == "head"][-1]
+        head_end, last = [e for e in row["epochs"] if e["phase"] == "head"][-1], row["epochs"][-1]
         tests = [row["rules"][f"last/{scope}"]["test_accuracy"] for scope in ("head", "all")]
         out.append(f"  seed {row['seed']}: validation {100 * head_end['val_accuracy']:.2f}% → "
-                   f"{100 * row['epochs'][-1]['val_accuracy']:.2f}%, test "
-                   f"{100 * tests[0]:.2f}% → {100 * tests[1]:.2f}%")
+                   f"{100 * last['val_accuracy']:.2f}%, loss {head_end['val_loss']:.3f} → "
+                   f"{last['val_loss']:.3f}, test {100 * tests[0]:.2f}% → {100 * tests[1]:.2f}%")
     return out
 
 

@@ -71,7 +71,7 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
                          fine_tune_epochs=args.fine_tune_epochs, image_size=args.image_size,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          pooling=args.pooling, seed=seed, view_bank=views,
-                         blend_views=args.blend_views)
+                         blend_reach=args.blend_reach)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()  # the code measured (branches merge)
     load_before, cpu_before = os.getloadavg(), time.process_time()
@@ -94,7 +94,7 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
     replay = replay_validation(run, snapshots) if args.check_rules else None
     reset_keras()
     return {"views": views, "view_bank_used": run.status().get("view_bank"),
-            "blend_views": args.blend_views, "blend_reach": training.BLEND_REACH,
+            "blend_views": args.blend_reach is not None, "blend_reach": args.blend_reach,
             "strategy": args.strategy, "seed": seed, "commit": commit,
             "state": status["state"], "error": status.get("error"),
             "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
@@ -195,9 +195,10 @@ def main(argv=None) -> int:
     parser.add_argument("--pooling", default="flatten")
     parser.add_argument("--views", type=_views, default=3, help='K, or "auto" (issue 15)')
     parser.add_argument("--blend-views", action="store_true",
-                        help="fine_tune: blend two views per photo in the fine-tuning phase")
+                        help="fine_tune: blend two views per photo in the fine-tuning phase "
+                             "(TrainConfig.blend_reach 0 unless --blend-reach says otherwise)")
     parser.add_argument("--blend-reach", type=float, default=None,
-                        help="with --blend-views: λ from [-R, 1 + R) (training.BLEND_REACH)")
+                        help="with --blend-views: λ from [-R, 1 + R) (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--paths", default="reference,bank",
                         help="which runs per seed: reference (on the fly), bank, or both")
@@ -208,8 +209,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=None, help="keep workspaces here (default: /tmp)")
     parser.add_argument("--json-out", default=str(ROOT / "docs/benchmarks/view_bank.json"))
     args = parser.parse_args(argv)
-    if args.blend_reach is not None:
-        training.BLEND_REACH = args.blend_reach
+    args.blend_reach = (args.blend_reach or 0.0) if args.blend_views else None
 
     counts = tuple(int(n) for n in args.counts.split(","))
     target = None

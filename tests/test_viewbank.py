@@ -115,7 +115,7 @@ def test_blended_views_mix_two_views_of_the_same_photo_anew_each_epoch():
     features = np.stack([np.full((2, 2, 3), 100.0 * k + i, "float32")
                          for k in range(views) for i in range(images)])
     bank = ViewBank(features, np.arange(images, dtype="float32"), views, batch_size=3, seed=5,
-                    blend=True)
+                    blend_reach=0.0)
     inputs = []
     for _epoch in range(3):
         batches = [bank[b] for b in range(len(bank))]
@@ -133,6 +133,21 @@ def test_blended_views_mix_two_views_of_the_same_photo_anew_each_epoch():
     plain = ViewBank(features, np.arange(images, dtype="float32"), views, batch_size=3, seed=5)
     value = np.concatenate([plain[b][0][:, 0, 0, 0] for b in range(len(plain))])
     assert np.all(value % 100 < images)  # without blending: exactly one view each
+
+
+def test_blends_with_a_reach_go_beyond_their_two_views_but_no_further():
+    """λ from [-0.5, 1.5): a blend lies on the line through two views of the photo, at most
+    half their difference past either, and often past one of them."""
+    images, views = 50, 2
+    features = np.stack([np.full((1,), 100.0 * k + i, "float32")
+                         for k in range(views) for i in range(images)])  # views i and 100 + i
+    bank = ViewBank(features, np.arange(images, dtype="float32"), views, batch_size=10, seed=1,
+                    blend_reach=0.5)
+    x = np.concatenate([bank[b][0][:, 0] for b in range(len(bank))])
+    labels = np.concatenate([bank[b][1] for b in range(len(bank))])
+    beyond = (x - labels) / 100  # 0 and 1 are the two views
+    assert np.all(beyond >= -0.5 - 1e-4) and np.all(beyond <= 1.5 + 1e-4)
+    assert np.mean((beyond < 0) | (beyond > 1)) > 0.25  # half the draws, on average
 
 
 @pytest.fixture(scope="module")

@@ -98,9 +98,10 @@ class TrainConfig:
     # short (bank.py); a bank of 3 read for many epochs was learnt by heart (issue 15).
     view_bank: int | str = "auto"
     # fine_tune on a bank: in the fine-tuning phase each photo is a random blend of two of its
-    # views (training.ViewBank). Off: measured, it did not lift fine-tuning on the bank to on
-    # the fly's accuracy (docs/BENCHMARKS.md, session 10), so neither the CLI nor the app offer it.
-    blend_views: bool = False
+    # views, λ from [-reach, 1 + reach) (training.ViewBank); None: no blending. Off: measured,
+    # neither reach 0 nor 0.5 lifted fine-tuning on the bank to on the fly's accuracy
+    # (docs/BENCHMARKS.md, session 10), so neither the CLI nor the app offer it.
+    blend_reach: float | None = None
     augmentation: dict = field(default_factory=CHAPTER.to_dict)
     # "balanced": each class weighs in the loss inversely to its share of the training photos
     class_weight: str = "none"
@@ -144,6 +145,8 @@ class TrainConfig:
             (self.monitor in MONITORS, "monitor", f"one of {', '.join(MONITORS)}"),
             (self.view_bank == "auto" or isinstance(self.view_bank, int)
              and 0 <= self.view_bank <= 100, "view_bank", "auto or between 0 and 100"),
+            (self.blend_reach is None or self.blend_reach >= 0, "blend_reach",
+             "at least 0 (or unset: no blending)"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
             (self.monitor != "last" or self.early_stopping_patience is None,

@@ -323,7 +323,7 @@ class _Session:
         val = self._cached(cache, "validation", 0, cut) if self._has("validation") else None
         data = ViewBank(train.features, self._labels(train.labels), max(views, 1),
                         config.batch_size, config.seed, phase.first_epoch,
-                        blend=bool(cut) and config.blend_views)
+                        blend_reach=config.blend_reach if cut else None)
         # Read in batches as Keras asks for them: the split never sits in memory whole.
         validation = (FeatureBatches(val.features, self._labels(val.labels), config.batch_size)
                       if val else None)
@@ -413,27 +413,22 @@ class _Session:
         return bool(self.manifest.files(split)[0])
 
 
-# How far a blend may reach beyond its two views: λ is drawn from [-reach, 1 + reach), so 0
-# keeps every blend between them and 0.5 extrapolates, a larger change than either view
-# (bench/view_bank.py --blend-reach; neither met issue 15's target).
-BLEND_REACH = 0.0
-
-
 class ViewBank(keras.utils.PyDataset):
     """Batches of cached features for one epoch: every image once, in a new random order,
     through one of its K views. Image i's view in epoch e is (offset_i + e) mod K, with a
     random offset per image, so each image cycles through all its views every K epochs.
-    With `blend`, each image is instead λ·(that view) + (1 − λ)·(another of its views), λ
-    uniform in [0, 1) and the other view drawn anew each epoch: an input never seen before,
-    at the cost of a second read (TrainConfig.blend_views, measured only). Each batch is read
-    from the cache file as it is needed (feature_rows.RowReader)."""
+    With a `blend_reach` r, each image is instead λ·(that view) + (1 − λ)·(another of its
+    views), λ uniform in [-r, 1 + r) and the other view drawn anew each epoch: an input never
+    seen before, at the cost of a second read (r = 0 stays between the two views, r > 0 may
+    go beyond them; TrainConfig.blend_reach, measured only). Each batch is read from the
+    cache file as it is needed (feature_rows.RowReader)."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, views: int, batch_size: int,
-                 seed: int, first_epoch: int = 0, blend: bool = False):
+                 seed: int, first_epoch: int = 0, blend_reach: float | None = None):
         super().__init__()
         self.features, self.labels, self.views = RowReader(features), labels, views
         self.batch_size, self.seed = batch_size, seed
-        self.blend = blend and views > 1
+        self.blend_reach = blend_reach if views > 1 else None  # one view: nothing to blend
         self.images = len(labels)
         self.offsets = np.random.default_rng(seed).integers(0, views, self.images)
         self.epoch = first_epoch
@@ -444,11 +439,11 @@ class ViewBank(keras.utils.PyDataset):
         order = rng.permutation(self.images)
         views = (self.offsets[order] + self.epoch) % self.views
         self.rows, self.targets = views * self.images + order, self.labels[order]
-        if self.blend:  # another view of the same image, never the same one, and its weight
+        if self.blend_reach is not None:  # another view of the same image, and its weight
+            reach = self.blend_reach
             others = (views + rng.integers(1, self.views, self.images)) % self.views
             self.partners = others * self.images + order
-            self.weights = (rng.random(self.images, dtype=np.float32) * (1 + 2 * BLEND_REACH)
-                            - BLEND_REACH)
+            self.weights = rng.random(self.images, dtype=np.float32) * (1 + 2 * reach) - reach
 
     def __len__(self):
         return math.ceil(self.images / self.batch_size)
@@ -458,7 +453,7 @@ class ViewBank(keras.utils.PyDataset):
         rows = self.rows[part]
         ordered = np.argsort(rows)  # ascending rows read the file sequentially
         features = self.features.take(rows[ordered])
-        if self.blend:
+        if self.blend_reach is not None:
             features = self._blend(features, self.partners[part][ordered],
                                    self.weights[part][ordered])
         return features, self.targets[part][ordered]
