@@ -19,12 +19,14 @@ mkdir -p /tmp/15ref/runs
 
 run() {  # name strategy paths views seed [epochs fine_tune_epochs]
   local name=$1 strategy=$2 paths=$3 views=$4 seed=$5 epochs=${6:-30} ft=${7:-30}
-  local json="$OUT/$name-s$seed.json"
+  local json="$OUT/$name-s$seed.json" onbank=(--fine-tune-on-bank)
+  [ -n "${HYBRID:-}" ] && onbank=()
   if [ -s "$json" ]; then echo "$(date +%T) skip $name seed $seed (done)"; return; fi
   echo "$(date +%T) start $name seed $seed (commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   "$PY" bench/view_bank.py "${COMMON[@]}" --strategy "$strategy" --paths "$paths" \
     --views "$views" --seeds "$seed" --epochs "$epochs" --fine-tune-epochs "$ft" \
     ${BLEND:+--blend-views} ${REACH:+--blend-reach "$REACH"} \
+    "${onbank[@]}" \
     --json-out "$json.part" > "$LOGS/15ref-$name-s$seed.log" 2>&1
   local rc=$?
   if [ $rc -eq 0 ]; then
@@ -104,6 +106,11 @@ case "${1:-main}" in
   s10c)  # K = 10 unblended on seeds 2 and 3 (seed 1 ran in session 8): the control the blends
           # were measured against, and the one bank row that stood on one seed
     run ft-k10 fine_tune bank 10 "${2:-2}"
+    ;;
+  s11)  # session 11: fine_tune's new default, the head on the bank (auto: 10 views) and the
+         # fine-tuning phase on the fly; one seed per call ($2). Every case above ran its
+         # fine-tuning phase on the bank, which is now --fine-tune-on-bank (on unless HYBRID)
+    HYBRID=1 run ft-hybrid fine_tune bank auto "${2:-1}"
     ;;
   next)  # what issue 15 still lacks after session 10: the chapter's code for fine-tuning
           # against ours (about 2 h; strategy 2's ran in session 10, 20261130-045021.json)

@@ -71,7 +71,8 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
                          fine_tune_epochs=args.fine_tune_epochs, image_size=args.image_size,
                          learning_rate=args.learning_rate, batch_size=args.batch_size,
                          pooling=args.pooling, seed=seed, view_bank=views,
-                         blend_reach=args.blend_reach)
+                         blend_reach=args.blend_reach,
+                         fine_tune_on_bank=args.fine_tune_on_bank)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()  # the code measured (branches merge)
     load_before, cpu_before = os.getloadavg(), time.process_time()
@@ -95,6 +96,7 @@ def one_run(manifest_path: str, args, views, seed: int) -> dict:
     reset_keras()
     return {"views": views, "view_bank_used": run.status().get("view_bank"),
             "blend_views": args.blend_reach is not None, "blend_reach": args.blend_reach,
+            "fine_tune_on_bank": args.fine_tune_on_bank,
             "strategy": args.strategy, "seed": seed, "commit": commit,
             "state": status["state"], "error": status.get("error"),
             "wall_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
@@ -199,6 +201,9 @@ def main(argv=None) -> int:
                              "(TrainConfig.blend_reach 0 unless --blend-reach says otherwise)")
     parser.add_argument("--blend-reach", type=float, default=None,
                         help="with --blend-views: λ from [-R, 1 + R) (default 0)")
+    parser.add_argument("--fine-tune-on-bank", action="store_true",
+                        help="fine_tune: the fine-tuning phase reads the bank too (before "
+                             "session 11 every bank run did; now the head phase alone does)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--paths", default="reference,bank",
                         help="which runs per seed: reference (on the fly), bank, or both")

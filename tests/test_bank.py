@@ -30,21 +30,23 @@ TINY = dict(backbone="vgg16", weights="none", image_size=32, batch_size=6, learn
 
 
 def _config(strategy="feature_extraction_augmented", epochs=30, fine_tune_epochs=100,
-            view_bank="auto"):
+            view_bank="auto", fine_tune_on_bank=False):
     return SimpleNamespace(strategy=strategy, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
-                           view_bank=view_bank)
+                           view_bank=view_bank, fine_tune_on_bank=fine_tune_on_bank)
 
 
-@pytest.mark.parametrize("strategy, epochs, fine_tune_epochs, views", [
-    ("feature_extraction_augmented", 30, 100, 10),  # the chapter's 30 epochs: 10 views
-    ("feature_extraction_augmented", 5, 100, 3),  # never fewer than 3
-    ("fine_tune", 30, 30, 20),  # both phases read the bank
-    ("fine_tune", 30, 100, 30),  # 130 epochs would take 44: at most 30
-    ("feature_extraction", 30, 100, 0),  # no bank at all
+@pytest.mark.parametrize("strategy, epochs, fine_tune_epochs, on_bank, views", [
+    ("feature_extraction_augmented", 30, 100, False, 10),  # the chapter's 30 epochs: 10 views
+    ("feature_extraction_augmented", 5, 100, False, 3),  # never fewer than 3
+    ("fine_tune", 30, 30, False, 10),  # the head alone reads the bank
+    ("fine_tune", 30, 30, True, 20),  # both phases read it
+    ("fine_tune", 30, 100, True, 30),  # 130 epochs would take 44: at most 30
+    ("feature_extraction", 30, 100, False, 0),  # no bank at all
 ])
 def test_auto_takes_a_view_per_three_epochs_that_read_the_bank(strategy, epochs,
-                                                               fine_tune_epochs, views):
-    chosen, reason = choose_views(_config(strategy, epochs, fine_tune_epochs), GB, 1000 * GB)
+                                                               fine_tune_epochs, on_bank, views):
+    config = _config(strategy, epochs, fine_tune_epochs, fine_tune_on_bank=on_bank)
+    chosen, reason = choose_views(config, GB, 1000 * GB)
     assert chosen == views
     assert reason
 

@@ -155,7 +155,7 @@ def fine_tune_bank_run(tiny_manifest):
     manifest, workspace = tiny_manifest
     config = TrainConfig(manifest=manifest.path, backbone="vgg16", weights="none",
                          strategy="fine_tune", image_size=32, epochs=2, fine_tune_epochs=2,
-                         learning_rate=1e-3, batch_size=6, view_bank=2)
+                         learning_rate=1e-3, batch_size=6, view_bank=2, fine_tune_on_bank=True)
     run = Run.create(workspace, config)
     status = train(run, workspace)
     assert status["state"] == "finished", status.get("error")

@@ -17,33 +17,36 @@ READS_PER_VIEW = 3
 MIN_VIEWS, MAX_VIEWS = 3, 30
 
 
-def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int) -> int:
-    """The epochs that read the bank: every epoch of a strategy that uses one (0 otherwise)."""
+def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int,
+                fine_tune_on_bank: bool = False) -> int:
+    """The epochs that read the bank: the head's, and fine_tune's second phase only when it
+    trains on the bank too (TrainConfig.fine_tune_on_bank); 0 for a strategy without one."""
     if strategy == "feature_extraction_augmented":
         return epochs
     if strategy == "fine_tune":
-        return epochs + fine_tune_epochs
+        return epochs + (fine_tune_epochs if fine_tune_on_bank else 0)
     return 0
 
 
 def choose_views(config, bytes_per_view: float, free_bytes: float) -> tuple[int, str]:
     """(K, why) for `config` (a TrainConfig, or anything with its strategy, epochs,
-    fine_tune_epochs and view_bank). A fixed view_bank is kept as given. "auto" takes
-    ceil(E / 3) views for the E epochs that read the bank, clipped to [3, 30], and fewer (never
-    below 3) when the bank would not fit: `bytes_per_view` is what one more view adds to the
-    cache, `free_bytes` what the bank's views may take (features.room_for_features, less the
-    parts that do not grow with K)."""
+    fine_tune_epochs, fine_tune_on_bank and view_bank). A fixed view_bank is kept as given.
+    "auto" takes ceil(E / 3) views for the E epochs that read the bank, clipped to [3, 30],
+    and fewer (never below 3) when the bank would not fit: `bytes_per_view` is what one more
+    view adds to the cache, `free_bytes` what the bank's views may take
+    (features.room_for_features, less the parts that do not grow with K)."""
     if config.view_bank != "auto":
         return config.view_bank, "set in the run's settings"
     return automatic_views(config.strategy, config.epochs, config.fine_tune_epochs,
-                           bytes_per_view, free_bytes)
+                           bytes_per_view, free_bytes, config.fine_tune_on_bank)
 
 
 def automatic_views(strategy: str, epochs: int, fine_tune_epochs: int,
-                    bytes_per_view: float = 0, free_bytes: float = 0) -> tuple[int, str]:
+                    bytes_per_view: float = 0, free_bytes: float = 0,
+                    fine_tune_on_bank: bool = False) -> tuple[int, str]:
     """(K, why) that "auto" takes for a run of `strategy` (choose_views); with no
     `bytes_per_view`, whatever the disk (a time estimate)."""
-    reading = bank_epochs(strategy, epochs, fine_tune_epochs)
+    reading = bank_epochs(strategy, epochs, fine_tune_epochs, fine_tune_on_bank)
     if not reading:
         return 0, f"{strategy} reads no view bank"
     wanted = min(max(math.ceil(reading / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)

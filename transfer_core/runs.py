@@ -97,6 +97,12 @@ class TrainConfig:
     # about one view per three epochs that read the bank, 3 to 30, fewer when the disk is
     # short (bank.py); a bank of 3 read for many epochs was learnt by heart (issue 15).
     view_bank: int | str = "auto"
+    # fine_tune with a bank: True reads the bank in the fine-tuning phase too (the top of the
+    # base trains on stored prefix features). False, the default: the head trains on the bank,
+    # then the fine-tuning phase runs the base on the fly: measured on 3 seeds, fine-tuning on
+    # a bank ended 0.28-0.33 points below on the fly while the head phase on it lost nothing
+    # (docs/BENCHMARKS.md, "View bank at the chapter's epochs", sessions 9-11).
+    fine_tune_on_bank: bool = False
     # fine_tune on a bank: in the fine-tuning phase each photo is a random blend of two of its
     # views, λ from [-reach, 1 + reach) (training.ViewBank); None: no blending. Off: measured,
     # neither reach 0 nor 0.5 lifted fine-tuning on the bank to on the fly's accuracy

@@ -276,16 +276,21 @@ class _Session:
     def _train_on_cache(self, tensors_unfrozen: int):
         """Never compute a frozen layer twice: the frozen part of the base runs once per image
         (feature_extraction) or once per augmented view (the view bank), and only what trains
-        runs every epoch: the head, or for fine_tune the top of the base and the head."""
+        runs every epoch: the head, or for fine_tune on the bank the top of the base and the
+        head. fine_tune's second phase runs the base on the fly unless fine_tune_on_bank: its
+        unfrozen top, trained on stored views, ended below on the fly's (TrainConfig)."""
         config = self.config
-        boundary = config.fine_tune_from if config.strategy == "fine_tune" else None
+        on_bank = config.strategy == "fine_tune" and config.fine_tune_on_bank
+        boundary = config.fine_tune_from if on_bank else None
         with self.scope():
             self.trainer = cached_trainer(self.base, self.head, boundary)
             self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
         self.cut = layer_below(self.base, boundary) if boundary else None
         self.views = self._choose_views()
         for phase in self.phases:
-            self._phase(phase, self._fit_on_cache, tensors_unfrozen)
+            on_cache = phase.unfreeze_from is None or on_bank
+            self._phase(phase, self._fit_on_cache if on_cache else self._fit_end_to_end,
+                        tensors_unfrozen)
 
     def _choose_views(self) -> int:
         """The bank's K (view_bank "auto" resolved by bank.choose_views), recorded in the
