@@ -504,14 +504,23 @@ def test_train_page_states_the_view_banks_disk_use_before_it_is_built(on_trained
     assert at.radio(key="view_bank_mode").value == "auto"  # TrainConfig's default
     at.number_input(key="epochs").set_value(10).run()
     at.number_input(key="ft_epochs").set_value(20).run()
-    # 10 + 20 epochs read the bank: one view per three epochs
+    # By default fine-tuning runs on the fly: only the classifier's 10 epochs read the bank,
+    # one view per three epochs, stored at the base's output
+    assert at.checkbox(key="fine_tune_on_bank").value is False
+    assert any(c.startswith("Automatic: 4 views (10 epochs read the bank")
+               for c in texts(at.caption)), texts(at.caption)
+    manifest = load_manifest(on_trained["run"].config.manifest)
+    n_train, n_val = (len(manifest.files(split)[0]) for split in ("train", "validation"))
+    [caption] = [c for c in texts(at.caption) if c.startswith("The frozen part runs 4×")]
+    assert f"4 × {n_train} training views and {n_val} validation photos at the base's output." \
+        in caption
+    # Fine-tuning on the stored views too: 10 + 20 epochs read the bank
+    at.checkbox(key="fine_tune_on_bank").check().run()
     assert any(c.startswith("Automatic: 10 views (30 epochs read the bank")
                for c in texts(at.caption)), texts(at.caption)
     assert any(c.startswith("The frozen part runs 10×") for c in texts(at.caption))
     at.radio(key="view_bank_mode").set_value("number").run()
     assert at.number_input(key="view_bank").value == 3
-    manifest = load_manifest(on_trained["run"].config.manifest)
-    n_train, n_val = (len(manifest.files(split)[0]) for split in ("train", "validation"))
     # VGG16 at 32 px: 2x2x512 at block4_pool, 1x1x512 at the base's output; the views in
     # float16, the validation photos in float32
     prefix, output = 2 * 2 * 512, 1 * 1 * 512

@@ -136,6 +136,10 @@ def test_train_uses_the_view_bank_unless_told_otherwise(tmp_path):
         assert _train_config(args).view_bank == expected
     with pytest.raises(SystemExit):  # argparse's one-line error
         parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--view-bank", "lots"])
+    # fine-tuning runs on the fly after a head phase on the bank unless told otherwise
+    assert _train_config(args).fine_tune_on_bank is False
+    args = parser.parse_args(["train", "--data", str(tmp_path / "m.json"), "--fine-tune-on-bank"])
+    assert _train_config(args).fine_tune_on_bank is True
 
 
 def test_cache_shows_its_size_and_clear_frees_it_unless_a_run_trains(tmp_path, capsys):

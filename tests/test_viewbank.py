@@ -212,3 +212,34 @@ def test_the_disk_use_shown_before_a_fine_tune_bank_is_what_it_writes(fine_tune_
     assert shown == {"training views": written[("block4_pool", "train")],
                      "validation": written[("block4_pool", "validation")],
                      "head phase": written[(None, "train")] + written[(None, "validation")]}
+
+
+def test_fine_tune_by_default_trains_its_head_on_the_bank_and_fine_tunes_on_the_fly(
+        tiny_manifest, tmp_path):
+    """The default: the head phase reads the bank at the base's output (the same cache entry
+    feature_extraction_augmented fills, so one serves both), and the fine-tuning phase runs
+    the base over new augmented photos, so no prefix bank is written for it."""
+    manifest, workspace = tiny_manifest
+    config = TrainConfig(manifest=manifest.path, backbone="vgg16", weights="none",
+                         strategy="fine_tune", image_size=32, epochs=2, fine_tune_epochs=2,
+                         learning_rate=1e-3, batch_size=6, view_bank="auto", seed=11,
+                         precision="float32")
+    run = Run.create(tmp_path, config)
+    status = train(run, tmp_path)
+    assert status["state"] == "finished", status.get("error")
+    assert status["view_bank"]["views"] == 3  # 2 head epochs: never fewer than 3 views
+    cache = FeatureCache(tmp_path)
+    specs = [read_json(meta)["spec"] for meta in cache.root.rglob("meta.json")]
+    assert {(s["layer"], s["views"]) for s in specs} == {(None, 3), (None, 0)}
+    augmented = FeatureSpec("vgg16", "none", 32, seed=11, views=3,
+                            augmentation=tuple(config.augmentation.items()))
+    assert cache.extract(manifest, "train", augmented).hit  # what the augmented strategy reads
+    phases = run.audit()["phases"]
+    assert phases[0]["layers_changed"] == ["dense", "predictions"]
+    assert phases[1]["layers_changed"] == ["block5_conv1", "block5_conv2", "block5_conv3",
+                                           "dense", "predictions"]
+    # the fine-tuning epochs trained on the photos: the saved model scores their validation
+    last = run.epochs()[-1]
+    assert last["phase_name"] == "fine_tune"
+    saved = evaluate(run, split="validation")
+    assert saved["loss"] == pytest.approx(last["val_loss"], abs=1e-4)

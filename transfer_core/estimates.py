@@ -71,11 +71,13 @@ def remembered_throughput(workspace, backbone: str, image_size: int) -> dict:
 
 def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
                      fine_tune_epochs: int, dense_units: int = 256, pooling: str = "flatten",
-                     top_share: float = 0.1, views: int = 0) -> dict:
+                     top_share: float = 0.1, views: int = 0,
+                     fine_tune_on_bank: bool = False) -> dict:
     """Seconds per strategy: base passes at the measured rate, head passes by their FLOPs.
 
     `top_share` is the fraction of the base's work above the fine-tuning boundary; `views`
-    > 0 is the view bank: the frozen part runs once per view, only the rest every epoch.
+    > 0 is the view bank: the frozen part runs once per view, only the rest every epoch (for
+    fine_tune the head phase alone, unless `fine_tune_on_bank`: TrainConfig).
     """
     rate = throughput["images_per_second"]
     head_inputs = (throughput["feature_size"] if pooling == "flatten"
@@ -88,12 +90,14 @@ def estimate_seconds(throughput: dict, n_train: int, n_val: int, epochs: int,
     if views:
         bank = (views * n_train + n_val) / rate
         top_epoch = (n_train + n_val) * top_share / rate
+        fine_tune = (top_epoch * BACKWARD_FACTOR + head_epoch if fine_tune_on_bank
+                     else fine_epoch)
         return scratch | {
             "feature_extraction": base_epoch + epochs * head_epoch,
             "feature_extraction_augmented": bank + epochs * head_epoch,
-            # The prefix bank, then the top once over it (the head phase's input): one full pass.
-            "fine_tune": bank + epochs * head_epoch
-            + fine_tune_epochs * (top_epoch * BACKWARD_FACTOR + head_epoch),
+            # On the bank: the prefix bank, then the top once over it (the head phase's
+            # input), one full pass either way.
+            "fine_tune": bank + epochs * head_epoch + fine_tune_epochs * fine_tune,
         }
     return scratch | {
         "feature_extraction": base_epoch + epochs * head_epoch,
