@@ -25,9 +25,12 @@ RULES = ("min_val_loss", "max_val_accuracy", "last")  # bench/epoch_rules.py's (
 # fine-tuning phase read blends of two views (session 10) is a path of its own
 PATHS = {0: "on the fly", 3: "K=3", 10: "K=10", "auto": "auto"}
 BLENDS = {0.0: "blended", 0.5: "extrapolated"}  # blend_reach -> name
-ORDER = ("on the fly", "K=3", "K=10", "K=10 blended", "K=10 extrapolated", "auto")
+# fine_tune's default since session 11: the head on the bank, the fine-tuning phase on the
+# fly (rows with fine_tune_on_bank false; earlier rows have no such key and read the bank)
+HYBRID = "auto, fine-tuning on the fly"
+ORDER = ("on the fly", "K=3", "K=10", "K=10 blended", "K=10 extrapolated", "auto", HYBRID)
 BANKS = ORDER[1:]  # measured against on the fly
-EVERY_PATH = ("auto", *BANKS[:-1], ORDER[0])  # the product's default first
+EVERY_PATH = (HYBRID, "auto", *BANKS[:-2], ORDER[0])  # the product's default first
 # (strategy shown, strategy run, scope of the rules)
 STRATEGIES = [("fast feature extraction", "feature_extraction", "all"),
               ("augmented (head phase of fine_tune)", "fine_tune", "head"),
@@ -52,6 +55,8 @@ def head_seconds(row: dict) -> float:
 
 def path_of(row: dict) -> str:
     path = PATHS[row["views"]]
+    if row["strategy"] == "fine_tune" and row["views"] and row.get("fine_tune_on_bank") is False:
+        return f"{path}, fine-tuning on the fly"
     if row.get("blend_views"):
         reach = row.get("blend_reach", 0.0)
         path += " " + BLENDS.get(reach, f"blended (reach {reach})")
@@ -132,8 +137,10 @@ FAST, HEAD, OWN, TUNED = (shown for shown, _, _ in STRATEGIES)
 def augmented(found: dict, path: str):
     """The augmented strategy on `path`: its own run where there is one (for "auto" the only
     right one: a fine_tune run's bank has more views, K being chosen from 30 + 30 epochs), else
-    a fine_tune run's head phase (the same training on the fly and at a fixed K)."""
-    return found.get((OWN, path)) or (None if path == "auto" else found.get((HEAD, path)))
+    a fine_tune run's head phase (the same training on the fly and at a fixed K). Beside
+    fine_tune's default (HYBRID) it is the automatic bank's: its head phase is that training."""
+    own = "auto" if path == HYBRID else path
+    return found.get((OWN, own)) or (None if own == "auto" else found.get((HEAD, path)))
 
 
 def mean_of(group, key) -> float:

@@ -50,8 +50,9 @@ def automatic_views(strategy: str, epochs: int, fine_tune_epochs: int,
     if not reading:
         return 0, f"{strategy} reads no view bank"
     wanted = min(max(math.ceil(reading / READS_PER_VIEW), MIN_VIEWS), MAX_VIEWS)
-    why = (f"automatic: {reading} epochs read the bank, so {wanted} views, each seen about "
-           f"{reading / wanted:.0f} times")
+    seen = round(reading / wanted)
+    why = (f"automatic: {reading} epochs read the bank, so {wanted} views, each seen "
+           + ("about once" if seen <= 1 else f"about {seen} times"))
     if bytes_per_view <= 0 or wanted * bytes_per_view <= free_bytes:
         return wanted, why
     views = max(int(free_bytes // bytes_per_view), MIN_VIEWS)
