@@ -119,7 +119,8 @@ def show_progress(study: Study, progress: dict) -> None:
         text += (f" · now {current['strategy'].replace('_', ' ')}, seed {current['seed']}: "
                  f"{current['stage'] or 'starting'}")
         if share.get("eta_seconds"):
-            text += f" (about {human_duration(share['eta_seconds'])} left in this run)"
+            scope = "phase" if share.get("eta_scope") == "phase" else "run"
+            text += f" (about {human_duration(share['eta_seconds'])} left in this {scope})"
     st.progress(done / total if total else 0.0, text=text)
     if progress["waiting"] and st.button("Stop the study", icon=":material/stop:"):
         study.stop()

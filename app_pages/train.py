@@ -356,7 +356,8 @@ def show_run(run: Run):
             text += (f" · {done} of {total} images" if progress.get("unit") == "images"
                      else f" · {done:.1f} of {total}")
         if eta:
-            text += f" · about {human_duration(eta)} left"
+            text += f" · about {human_duration(eta)} left" + (
+                " in this phase" if progress.get("eta_scope") == "phase" else "")
         st.progress(min(done / total, 1.0), text=text)
     elif state == "finished":
         st.success(f"Finished. The {which} epoch's model is saved.",

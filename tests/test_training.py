@@ -114,6 +114,28 @@ def test_a_fast_last_epoch_still_shows_as_done(tmp_path):
     assert status["progress"]["done"] == 2 and status["progress"]["eta_seconds"] == 0
 
 
+def test_the_time_left_is_the_phases_when_another_phase_follows(tmp_path):
+    """fine_tune's head epochs on cached features take seconds, its fine-tuning epochs on the
+    fly a minute: the head's pace says nothing of the phase after it, so the time left covers
+    its own epochs only, and says so."""
+    config = TrainConfig(manifest="m.json", classes=["a", "b"], strategy="fine_tune",
+                         epochs=2, fine_tune_epochs=3, **FAST)
+    run = Run.create_in(tmp_path / "run", config)
+    head, fine = training_phases(config)
+    recorder = RunRecorder(run, None, head, steps=1, total_epochs=5, monitor="val_loss")
+    recorder.on_epoch_begin(0)
+    recorder.started -= 10  # the first head epoch took 10 s
+    recorder.on_epoch_end(0, {"loss": 0.5})
+    progress = run.status()["progress"]
+    assert 9 < progress["eta_seconds"] < 12 and progress["eta_scope"] == "phase"  # not 40 s
+    recorder = RunRecorder(run, None, fine, steps=1, total_epochs=5, monitor="val_loss")
+    recorder.on_epoch_begin(2)
+    recorder.started -= 60  # the first fine-tuning epoch took a minute
+    recorder.on_epoch_end(2, {"loss": 0.4})
+    progress = run.status()["progress"]
+    assert 110 < progress["eta_seconds"] < 130 and progress["eta_scope"] == "run"
+
+
 def test_metrics_have_one_epoch_line_per_epoch_and_phase(strategy_run):
     config = strategy_run.config
     epochs = strategy_run.epochs()

@@ -542,15 +542,18 @@ class RunRecorder(keras.callbacks.Callback):
                                       or is_better(value, self.best, self.monitor))
 
     def _progress(self, epoch: int, done: float) -> dict:
-        """The status fields of being `done` epochs in (fractional), inside 0-based `epoch`;
-        the time left comes from this phase's pace so far (None before any of it is done)."""
-        own = done - self.offset
-        eta = (time.time() - self.started) / own * (self.total_epochs - done) if own > 0 else None
+        """The status fields of being `done` epochs in (fractional), inside 0-based `epoch`.
+        The time left is this phase's, from its pace so far (None before any of it is done),
+        and says so ("eta_scope"): a later phase runs at a pace of its own (fine_tune's head
+        on cached features takes seconds an epoch, its fine-tuning on the fly a minute)."""
+        own, phase_end = done - self.offset, self.offset + self.phase_epochs
+        eta = (time.time() - self.started) / own * (phase_end - done) if own > 0 else None
         return dict(phase=self.phase, epoch=epoch - self.offset + 1,
                     phase_epochs=self.phase_epochs, global_epoch=epoch + 1,
                     total_epochs=self.total_epochs,
                     progress={"done": round(done, 3), "total": self.total_epochs,
-                              "unit": "epochs", "eta_seconds": eta})
+                              "unit": "epochs", "eta_seconds": eta,
+                              "eta_scope": "phase" if phase_end < self.total_epochs else "run"})
 
     def _check_stop(self):
         if self.run.stop_requested():
