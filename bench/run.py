@@ -66,6 +66,9 @@ class Settings:
     fine_tune_epochs: int = TrainConfig.fine_tune_epochs
     strategies: tuple[str, ...] = STRATEGIES
     seed: int = TrainConfig.seed
+    # time: the chapter's code alone, when ours was measured apart (e.g. by
+    # bench/view_bank.py, beside it on the same CPU)
+    chapter_only: bool = False
 
 
 def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
@@ -106,6 +109,8 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
                    help="accuracy and time: fine-tuning epochs (the chapter's 100)")
     p.add_argument("--strategies", default=",".join(d.strategies))
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--chapter-only", action="store_true",
+                   help="time: run the chapter's code alone (ours measured apart)")
     p.add_argument("--keras-home", default=keras_home,
                    help="where ImageNet weights are found (default: $KERAS_HOME or "
                         "../shared/keras-home)")
@@ -153,7 +158,8 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
         memory_backbone=singles[1], memory_images=memory_images, train_images=args.train_images,
         train_epochs=args.train_epochs, accuracy_backbone=singles[2], counts=counts,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-        strategies=tuple(s for s in STRATEGIES if s in strategies), seed=args.seed)
+        strategies=tuple(s for s in STRATEGIES if s in strategies), seed=args.seed,
+        chapter_only=args.chapter_only)
     return settings, args
 
 
