@@ -48,8 +48,10 @@ STRATEGY_HELP = {
         "runs the base on new augmented photos every epoch, as the chapter does: trained on "
         "the bank's stored views the unfrozen block learnt them by heart and ended 0.3 points "
         "lower. With a base as strong as MobileNetV2 the gains are small: on Dogs vs Cats "
-        "(3 seeds, 30 + 30 epochs) fine-tuning on the fly reached 97.7% against 97.4% for "
-        "both kinds of feature extraction (docs/LADDER.md)."),
+        "(3 seeds, 30 + 30 epochs) fine-tuning raised the test accuracy by 0.1 to 0.25 points "
+        "on every seed, to 97.4% on the mean, level with both kinds of feature extraction "
+        "(97.4%); with 0 views, everything on the fly, 97.7% for 1.5× the CPU time "
+        "(docs/LADDER.md)."),
 }
 
 
