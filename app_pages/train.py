@@ -11,7 +11,7 @@ from transfer_core.balance import CLASS_WEIGHTS, imbalance
 from transfer_core.curves import curves_figure
 from transfer_core.errors import TransferLabError
 from transfer_core.estimates import estimate_seconds, human_duration
-from transfer_core.bank import automatic_views, bank_growth
+from transfer_core.bank import automatic_views, bank_boundary, bank_growth
 from transfer_core.features import FeatureCache, room_for_features, view_bank_bytes
 from transfer_core.precision import PRECISIONS, cpu_has_bf16
 from transfer_core.recommend import PATIENCE, SETTINGS, default_settings
@@ -278,8 +278,8 @@ class BankPlan:
 
     def cut(self) -> str | None:
         """The top of the frozen part the bank is taken at (None: the base's output)."""
-        return name_below(self.facts["layers"], self.boundary) \
-            if self.strategy == "fine_tune" and self.fine_tune_on_bank else None
+        boundary = bank_boundary(self.strategy, self.boundary, self.fine_tune_on_bank)
+        return name_below(self.facts["layers"], boundary) if boundary else None
 
     def parts(self, views: int, cut: str | None) -> dict[str, int]:
         return view_bank_bytes(self.facts["layer_shapes"], cut, self.facts["layers"][-1], views,

@@ -170,3 +170,14 @@ def test_last_keeps_the_final_epoch_when_validation_loss_rose(tmp_path, monitor,
     status = run.status()
     assert status["saved_epoch"] == status["best"]["global_epoch"] == kept
     assert run.model_path.exists()
+
+
+def test_blends_need_fine_tuning_on_the_bank_in_one_line():
+    """Blends are of the stored views, which only fine-tuning on the bank reads: asked for
+    without it they would change nothing, so the config says so instead of ignoring them."""
+    with pytest.raises(RunError) as caught:
+        TrainConfig(manifest="m.json", strategy="fine_tune", blend_reach=0.5)
+    assert "blend_reach" in str(caught.value) and "\n" not in str(caught.value)
+    config = TrainConfig(manifest="m.json", strategy="fine_tune", blend_reach=0.5,
+                         fine_tune_on_bank=True)
+    assert config.blend_reach == 0.5

@@ -17,10 +17,18 @@ READS_PER_VIEW = 3
 MIN_VIEWS, MAX_VIEWS = 3, 30
 
 
+def bank_boundary(strategy: str, fine_tune_from: str | None,
+                  fine_tune_on_bank: bool) -> str | None:
+    """The fine-tuning boundary when fine_tune's second phase trains on the bank
+    (TrainConfig.fine_tune_on_bank): the bank is then cut just below it. None otherwise: the
+    bank holds the base's outputs, which only the head reads."""
+    return fine_tune_from if strategy == "fine_tune" and fine_tune_on_bank else None
+
+
 def bank_epochs(strategy: str, epochs: int, fine_tune_epochs: int,
                 fine_tune_on_bank: bool = False) -> int:
     """The epochs that read the bank: the head's, and fine_tune's second phase only when it
-    trains on the bank too (TrainConfig.fine_tune_on_bank); 0 for a strategy without one."""
+    trains on the bank too (bank_boundary); 0 for a strategy without one."""
     if strategy == "feature_extraction_augmented":
         return epochs
     if strategy == "fine_tune":

@@ -153,6 +153,9 @@ class TrainConfig:
              and 0 <= self.view_bank <= 100, "view_bank", "auto or between 0 and 100"),
             (self.blend_reach is None or self.blend_reach >= 0, "blend_reach",
              "at least 0 (or unset: no blending)"),
+            # blends are of the stored views, which only fine-tuning on the bank reads
+            (self.blend_reach is None or self.fine_tune_on_bank, "blend_reach",
+             "unset unless fine_tune_on_bank (it blends the views fine-tuning reads)"),
             (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
              "early_stopping_patience", "at least 1 (or unset)"),
             (self.monitor != "last" or self.early_stopping_patience is None,

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from .balance import class_weights
-from .bank import bank_growth, choose_views
+from .bank import bank_boundary, bank_growth, choose_views
 from .datasets import load_manifest
 from .device import configure
 from .distribute import Placement, check_batch, place, training_input
@@ -280,15 +280,15 @@ class _Session:
         head. fine_tune's second phase runs the base on the fly unless fine_tune_on_bank: its
         unfrozen top, trained on stored views, ended below on the fly's (TrainConfig)."""
         config = self.config
-        on_bank = config.strategy == "fine_tune" and config.fine_tune_on_bank
-        boundary = config.fine_tune_from if on_bank else None
+        boundary = bank_boundary(config.strategy, config.fine_tune_from,
+                                 config.fine_tune_on_bank)
         with self.scope():
             self.trainer = cached_trainer(self.base, self.head, boundary)
             self.top = top_model(self.base, boundary) if boundary else None  # frozen in phase 1
         self.cut = layer_below(self.base, boundary) if boundary else None
         self.views = self._choose_views()
         for phase in self.phases:
-            on_cache = phase.unfreeze_from is None or on_bank
+            on_cache = phase.unfreeze_from is None or boundary is not None
             self._phase(phase, self._fit_on_cache if on_cache else self._fit_end_to_end,
                         tensors_unfrozen)
 
